@@ -1,0 +1,137 @@
+//! Mail addresses as the classifier compares them: normalised, split, matched against patterns.
+
+/// Lowercases an address and strips angle brackets and surrounding space, so that
+/// `<Support@Tails.NET>` and `support@tails.net` compare equal.
+pub fn normalize(addr: &str) -> String {
+    let a = addr.trim();
+    let a = a.strip_prefix('<').unwrap_or(a);
+    let a = a.strip_suffix('>').unwrap_or(a);
+    a.trim().to_lowercase()
+}
+
+/// Splits `local@domain` at the last `@`; None unless both sides are non-empty.
+pub fn split(addr: &str) -> Option<(&str, &str)> {
+    let (local, domain) = addr.rsplit_once('@')?;
+    (!local.is_empty() && !domain.is_empty()).then_some((local, domain))
+}
+
+/// Matches `text` against a pattern in which `*` stands for any run of characters.
+/// Both are expected in the same case.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// An address, or every address of a domain (`*@domain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderPattern {
+    Address(String),
+    Domain(String),
+}
+
+impl SenderPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let n = normalize(s);
+        if let Some(domain) = n.strip_prefix("*@") {
+            if domain.is_empty() || domain.contains(['@', '*']) {
+                return Err(format!("{s:?} is not \"*@domain\""));
+            }
+            return Ok(SenderPattern::Domain(domain.to_string()));
+        }
+        if n.contains('*') || split(&n).is_none() {
+            return Err(format!("{s:?} is neither an address nor \"*@domain\""));
+        }
+        Ok(SenderPattern::Address(n))
+    }
+
+    /// Whether the normalised address `addr` matches.
+    pub fn matches(&self, addr: &str) -> bool {
+        match self {
+            SenderPattern::Address(a) => a == addr,
+            SenderPattern::Domain(d) => split(addr).is_some_and(|(_, dom)| dom == d),
+        }
+    }
+}
+
+/// Whether a normalised address matches any of the patterns.
+pub fn matches_any(patterns: &[SenderPattern], addr: &str) -> bool {
+    patterns.iter().any(|p| p.matches(addr))
+}
+
+/// Whether the local part of a normalised address matches one of the role patterns
+/// (mailer-daemon, noreply*, *-request, ...).
+pub fn is_role_sender(role_patterns: &[String], addr: &str) -> bool {
+    let local = split(addr).map_or(addr, |(l, _)| l);
+    role_patterns.iter().any(|p| glob_match(p, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_ROLE_SENDERS;
+
+    #[test]
+    fn normalize_strips_brackets_and_case() {
+        assert_eq!(normalize(" <Support@Tails.NET> "), "support@tails.net");
+        assert_eq!(normalize("<>"), "");
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("owner-*", "owner-list"));
+        assert!(glob_match("*-request", "tails-dev-request"));
+        assert!(glob_match("*-bounces+*", "list-bounces+bob=example.org"));
+        assert!(!glob_match("*-request", "request"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "acb"));
+        assert!(glob_match("noreply*", "noreply"));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn patterns() {
+        let dom = SenderPattern::parse("*@Tails.net").unwrap();
+        assert!(dom.matches("alice@tails.net"));
+        assert!(!dom.matches("alice@tails.net.evil.example"));
+        assert!(!dom.matches("alice@sub.tails.net"));
+        let addr = SenderPattern::parse("<Devnull@tails.boum.org>").unwrap();
+        assert!(addr.matches("devnull@tails.boum.org"));
+        assert!(SenderPattern::parse("tails.net").is_err());
+        assert!(SenderPattern::parse("a*@tails.net").is_err());
+    }
+
+    #[test]
+    fn role_senders_are_recognised_in_any_case() {
+        let roles: Vec<String> = DEFAULT_ROLE_SENDERS.iter().map(|s| s.to_string()).collect();
+        for a in [
+            "mailer-daemon@example.org",
+            "postmaster@example.org",
+            "owner-tails-dev@lists.example",
+            "tails-dev-request@lists.example",
+            "list-bounces+bob=example.org@lists.example",
+            "bounce-123@esp.example",
+            "noreply@github.example",
+            "no-reply-notifications@example.org",
+            "donotreply@bank.example",
+        ] {
+            assert!(is_role_sender(&roles, &normalize(&a.to_uppercase())), "{a}");
+        }
+        for a in ["alice@example.org", "requester@example.org", "nora@example.org", "bouncer@example.org"] {
+            assert!(!is_role_sender(&roles, a), "{a}");
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! The classifier: what kind of mail a message is, from its envelope, headers and the first bytes
+//! of its body. Pure functions, no I/O.
+//!
+//! [`Signals::extract`] reads every fact the decisions need out of a parsed message (unfolded,
+//! decoded, every instance of a header checked); [`classify`] then picks one class, first match wins.
+
+use crate::address::{self, is_role_sender, matches_any};
+use crate::auth_results;
+use crate::config::HelpdeskConfig;
+use crate::message::MessageData;
+use mail_parser::{HeaderName, HeaderValue, Message, MessageParser, MimeHeaders};
+use std::fmt;
+
+/// The SMTP envelope of one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The MAIL FROM address, normalised; empty for the null sender `<>`.
+    pub sender: String,
+    /// The RCPT TO addresses, normalised.
+    pub recipients: Vec<String>,
+}
+
+impl Envelope {
+    pub fn new(sender: &str, recipients: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        Self {
+            sender: address::normalize(sender),
+            recipients: recipients.into_iter().map(|r| address::normalize(r.as_ref())).collect(),
+        }
+    }
+}
+
+/// The class of a message: one per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    Whisperback,
+    Spam,
+    Automated,
+    Team,
+    Followup,
+    Support,
+}
+
+impl Class {
+    pub const ALL: [Class; 6] =
+        [Class::Whisperback, Class::Spam, Class::Automated, Class::Team, Class::Followup, Class::Support];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Whisperback => "whisperback",
+            Class::Spam => "spam",
+            Class::Automated => "automated",
+            Class::Team => "team",
+            Class::Followup => "followup",
+            Class::Support => "support",
+        }
+    }
+
+    /// Mail from other teams comes first; machines and spam last.
+    pub fn priority(self) -> Priority {
+        match self {
+            Class::Team => Priority::High,
+            Class::Automated | Class::Spam => Priority::Low,
+            _ => Priority::Normal,
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+/// Why a message looks machine-made; the first one found is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutomatedSign {
+    NullSender,
+    Report,
+    AutoSubmitted,
+    Precedence,
+    ListHeaders,
+    AutoresponderHeaders,
+    RoleSender,
+}
+
+/// Every fact about a message that the decisions use. Nothing here is logged or stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signals {
+    pub null_sender: bool,
+    /// Normalised envelope sender (empty when null).
+    pub sender: String,
+    /// Normalised addr-spec of the first From: address, if any.
+    pub from: Option<String>,
+    /// Decoded Subject, if any.
+    pub subject: Option<String>,
+    /// Top-level `multipart/report` (DSN, MDN, ARF).
+    pub report: bool,
+    /// Some `Auto-Submitted` instance is not exactly `no` (empty or unparseable counts as auto).
+    pub auto_submitted: bool,
+    /// Some `Precedence` instance is bulk, list, junk or auto_reply.
+    pub precedence_bulk: bool,
+    /// A mailing-list header (RFC 2369/2919) is present.
+    pub list_headers: bool,
+    /// Another responder's or a bulk sender's marker (X-Autoreply, Feedback-ID, ...).
+    pub autoresponder_headers: bool,
+    /// The envelope sender or the From: address is a role address (mailer-daemon, noreply, ...).
+    pub role_sender: bool,
+    /// An upstream scanner's spam verdict.
+    pub spam: bool,
+    /// In-Reply-To or References is present.
+    pub in_thread: bool,
+    /// PGP/MIME, or inline PGP in the first text part.
+    pub encrypted: bool,
+    /// The envelope sender is a WhisperBack sender.
+    pub whisperback_sender: bool,
+    /// The hex ID of a `Bug report: <id>` Subject, lowercased.
+    pub report_id: Option<String>,
+    /// The envelope sender or From: address matches `team_senders`.
+    pub team_sender: bool,
+    /// The From: address matches `team_senders` and a trusted verifier passed DKIM for its domain.
+    pub team_dkim_verified: bool,
+    /// Subject tags found, in configuration order.
+    pub tags: Vec<String>,
+    /// Whether the header or body limit cut the message short.
+    pub truncated: bool,
+}
+
+/// Headers of the mailing-list standards (RFC 2369, 2919, 8058) and a common older one.
+const LIST_HEADERS: &[&str] = &[
+    "List-Id",
+    "List-Help",
+    "List-Subscribe",
+    "List-Unsubscribe",
+    "List-Post",
+    "List-Owner",
+    "List-Archive",
+    "List-Unsubscribe-Post",
+    "X-Mailing-List",
+];
+
+/// Markers of other autoresponders and bulk senders (autoreply-rules.md F11).
+const AUTORESPONDER_HEADERS: &[&str] = &["X-Autoreply", "X-Autorespond", "X-Autogenerated", "Feedback-ID"];
+
+const PGP_INLINE: &str = "-----BEGIN PGP MESSAGE-----";
+
+/// Parses the kept part of a message. mail-parser never panics and returns None only when
+/// there is nothing to parse; the empty message stands in then.
+pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
+    MessageParser::new().parse(raw)
+}
+
+/// Removes CRLF folds and trims, for header values that mail-parser leaves raw.
+fn unfold(v: &str) -> String {
+    v.replace("\r\n", "").replace('\n', "").trim().to_string()
+}
+
+/// Text of every instance of a header, unfolded.
+fn texts(msg: &Message<'_>, name: &str) -> Vec<String> {
+    msg.headers()
+        .iter()
+        .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+        .map(|h| match &h.value {
+            HeaderValue::Text(t) => unfold(t),
+            HeaderValue::TextList(l) => unfold(&l.join(",")),
+            HeaderValue::Empty => String::new(),
+            // A header of a known structured kind: its raw text is what the rules read.
+            other => unfold(&format!("{other:?}")),
+        })
+        .collect()
+}
+
+fn present(msg: &Message<'_>, name: &str) -> bool {
+    msg.headers().iter().any(|h| h.name.as_str().eq_ignore_ascii_case(name))
+}
+
+/// The keyword of an Auto-Submitted value (RFC 3834 §5): the first token, comments removed,
+/// lowercased. Only comments, white space or `;` parameters may follow it; anything else makes
+/// the value unparseable, returned as an empty keyword (which counts as automated).
+pub fn auto_submitted_keyword(value: &str) -> String {
+    let mut keyword = String::new();
+    let mut depth = 0usize;
+    let mut ended = false;
+    for c in value.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            ';' => break,
+            c if c.is_whitespace() => ended |= !keyword.is_empty(),
+            _ if ended => return String::new(),
+            c => keyword.push(c),
+        }
+    }
+    keyword.to_ascii_lowercase()
+}
+
+/// The ID in a WhisperBack Subject, `Bug report: <1-32 hex digits>`, anything before it allowed
+/// (spam tags, `Re:`), nothing but white space after it.
+pub fn whisperback_report_id(subject: &str) -> Option<String> {
+    const MARK: &str = "bug report: ";
+    let lower = subject.to_ascii_lowercase();
+    let start = lower.rfind(MARK)? + MARK.len();
+    let id = lower[start..].trim_end();
+    (!id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+}
+
+/// Subject tags such as `[FT]`, anywhere in the Subject, any case, in configuration order.
+pub fn subject_tags(cfg_tags: &[String], subject: &str) -> Vec<String> {
+    let lower = subject.to_lowercase();
+    cfg_tags.iter().filter(|t| lower.contains(&format!("[{}]", t.to_lowercase()))).cloned().collect()
+}
+
+fn first_text_has_inline_pgp(msg: &Message<'_>) -> bool {
+    msg.body_text(0).is_some_and(|t| t.contains(PGP_INLINE))
+}
+
+impl Signals {
+    /// Reads the signals out of a parsed message (None: nothing parseable) and its envelope.
+    pub fn extract(
+        cfg: &HelpdeskConfig,
+        env: &Envelope,
+        msg: Option<&Message<'_>>,
+        data: &MessageData,
+    ) -> Signals {
+        let mut s = Signals {
+            null_sender: env.sender.is_empty(),
+            sender: env.sender.clone(),
+            truncated: data.headers_truncated() || data.body_truncated(),
+            ..Signals::default()
+        };
+        s.whisperback_sender = !s.null_sender && matches_any(&cfg.whisperback_senders, &env.sender);
+        s.role_sender = !s.null_sender && is_role_sender(&cfg.role_senders, &env.sender);
+        s.team_sender = !s.null_sender && matches_any(&cfg.team_senders, &env.sender);
+        for m in &cfg.spam_headers {
+            if data
+                .raw_values(&m.name)
+                .any(|v| unfold(&String::from_utf8_lossy(v)).eq_ignore_ascii_case(&m.value))
+            {
+                s.spam = true;
+            }
+        }
+        let Some(msg) = msg else { return s };
+
+        s.from = msg
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(address::normalize)
+            .filter(|a| !a.is_empty());
+        s.subject = msg.subject().map(str::to_string);
+        if let Some(from) = &s.from {
+            s.role_sender |= is_role_sender(&cfg.role_senders, from);
+            if matches_any(&cfg.team_senders, from) {
+                s.team_sender = true;
+                if let Some((_, domain)) = address::split(from) {
+                    s.team_dkim_verified = data
+                        .raw_values("Authentication-Results")
+                        .filter_map(|v| auth_results::parse(&String::from_utf8_lossy(v)))
+                        .filter(|r| cfg.trusted_authserv_ids.contains(&r.authserv_id))
+                        .any(|r| r.dkim_pass_domains.iter().any(|d| d == domain));
+                }
+            }
+        }
+
+        let ctype = msg.root_part().content_type();
+        let is_type = |t: &str, sub: &str| {
+            ctype.is_some_and(|c| {
+                c.ctype().eq_ignore_ascii_case(t) && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case(sub))
+            })
+        };
+        s.report = is_type("multipart", "report");
+        s.encrypted = is_type("multipart", "encrypted") || first_text_has_inline_pgp(msg);
+
+        s.auto_submitted =
+            texts(msg, HeaderName::AutoSubmitted.as_str()).iter().any(|v| auto_submitted_keyword(v) != "no");
+        s.precedence_bulk = texts(msg, "Precedence")
+            .iter()
+            .any(|v| matches!(v.to_ascii_lowercase().as_str(), "bulk" | "list" | "junk" | "auto_reply"));
+        s.list_headers = LIST_HEADERS.iter().any(|h| present(msg, h));
+        s.autoresponder_headers = AUTORESPONDER_HEADERS.iter().any(|h| present(msg, h))
+            || texts(msg, "X-FC-MachineGenerated").iter().any(|v| v.eq_ignore_ascii_case("true"));
+        s.in_thread = ["In-Reply-To", "References"].iter().any(|h| {
+            texts(msg, h).iter().any(|v| !v.is_empty()) || msg.header(*h).is_some_and(|v| !v.is_empty())
+        });
+
+        if let Some(subject) = &s.subject {
+            s.report_id = whisperback_report_id(subject);
+            s.tags = subject_tags(&cfg.subject_tags, subject);
+        }
+        s
+    }
+
+    /// The first sign that the message is machine-made, if any.
+    pub fn automated_sign(&self) -> Option<AutomatedSign> {
+        [
+            (self.null_sender, AutomatedSign::NullSender),
+            (self.report, AutomatedSign::Report),
+            (self.auto_submitted, AutomatedSign::AutoSubmitted),
+            (self.precedence_bulk, AutomatedSign::Precedence),
+            (self.list_headers, AutomatedSign::ListHeaders),
+            (self.autoresponder_headers, AutomatedSign::AutoresponderHeaders),
+            (self.role_sender, AutomatedSign::RoleSender),
+        ]
+        .into_iter()
+        .find_map(|(hit, sign)| hit.then_some(sign))
+    }
+}
+
+/// The class of a message, first match wins: whisperback, spam, automated, team, followup, support.
+pub fn classify(cfg: &HelpdeskConfig, s: &Signals) -> Class {
+    if s.whisperback_sender && s.report_id.is_some() {
+        Class::Whisperback
+    } else if s.spam {
+        Class::Spam
+    } else if s.automated_sign().is_some() {
+        Class::Automated
+    } else if s.team_sender && (!cfg.team_require_dkim || s.team_dkim_verified) {
+        Class::Team
+    } else if s.in_thread {
+        Class::Followup
+    } else {
+        Class::Support
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn cfg() -> HelpdeskConfig {
+        Config::defaults(Path::new("/x.toml")).helpdesk
+    }
+
+    fn signals_with(cfg: &HelpdeskConfig, sender: &str, raw: &str) -> Signals {
+        let data = MessageData::from_rfc5322(raw.as_bytes(), &cfg.header_prefix, 256 * 1024, 64 * 1024);
+        let kept = data.to_rfc5322();
+        let msg = parse(&kept);
+        Signals::extract(cfg, &Envelope::new(sender, ["support@tails.net"]), msg.as_ref(), &data)
+    }
+
+    fn class_of(sender: &str, raw: &str) -> Class {
+        let c = cfg();
+        classify(&c, &signals_with(&c, sender, raw))
+    }
+
+    const PLAIN: &str = "From: Alice <alice@example.org>\nTo: support@tails.net\nSubject: Tails does not start\nMessage-ID: <1@example.org>\n\nHello, my laptop...\n";
+
+    #[test]
+    fn whisperback_sample_is_whisperback_with_its_id() {
+        let raw = include_str!("../tests/data/whisperback-sample.eml");
+        let c = cfg();
+        let s = signals_with(&c, "devnull@tails.boum.org", raw);
+        assert_eq!(classify(&c, &s), Class::Whisperback);
+        assert_eq!(s.report_id.as_deref(), Some("4ffd523ac6b83288ba219a6a55f4971b"));
+        assert!(s.encrypted);
+    }
+
+    #[test]
+    fn whisperback_needs_both_sender_and_subject() {
+        let subj = "From: devnull@tails.boum.org\nSubject: Bug report: 72e11dad9c9faf4d5a990800a3349dd\n\nx";
+        assert_eq!(class_of("alice@example.org", subj), Class::Support);
+        assert_eq!(
+            class_of("devnull@tails.boum.org", "From: devnull@tails.boum.org\nSubject: hello\n\nx"),
+            Class::Support
+        );
+        assert_eq!(class_of("DevNull@Tails.Boum.Org", subj), Class::Whisperback);
+    }
+
+    #[test]
+    fn report_id_tolerates_prefixes_and_rejects_junk() {
+        assert_eq!(whisperback_report_id("[SPAM] Bug report: 4ffd5"), Some("4ffd5".into()));
+        assert_eq!(whisperback_report_id("Bug report: ABCDEF "), Some("abcdef".into()));
+        assert_eq!(whisperback_report_id("Bug report: 0"), Some("0".into()));
+        assert_eq!(whisperback_report_id("Bug report: "), None);
+        assert_eq!(whisperback_report_id("Bug report: xyz"), None);
+        assert_eq!(whisperback_report_id("Bug report: 4ffd5 please"), None);
+        assert_eq!(whisperback_report_id(&format!("Bug report: {}", "a".repeat(33))), None);
+        assert_eq!(whisperback_report_id(&format!("Bug report: {}", "a".repeat(32))), Some("a".repeat(32)));
+    }
+
+    #[test]
+    fn spam_verdict_comes_before_everything_but_whisperback() {
+        let raw = "From: alice@example.org\nX-Spam-Flag: yes\nPrecedence: bulk\n\nbuy";
+        assert_eq!(class_of("alice@example.org", raw), Class::Spam);
+        assert_eq!(class_of("alice@example.org", "X-Spam-Flag: NO\n\nx"), Class::Support);
+        // A verdict folded onto a continuation line still counts.
+        assert_eq!(class_of("alice@example.org", "X-Spam-Flag:\n YES\n\nx"), Class::Spam);
+    }
+
+    #[test]
+    fn automated_signs() {
+        let cases = [
+            ("", PLAIN, AutomatedSign::NullSender),
+            (
+                "a@example.org",
+                "Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\n",
+                AutomatedSign::Report,
+            ),
+            ("a@example.org", "Auto-Submitted: auto-replied\n\nx", AutomatedSign::AutoSubmitted),
+            (
+                "a@example.org",
+                "Auto-Submitted: no\nAuto-Submitted: auto-generated\n\nx",
+                AutomatedSign::AutoSubmitted,
+            ),
+            ("a@example.org", "Auto-Submitted: no (but really yes)x\n\nx", AutomatedSign::AutoSubmitted),
+            ("a@example.org", "Auto-Submitted: notify\n\nx", AutomatedSign::AutoSubmitted),
+            ("a@example.org", "Auto-Submitted:\n auto-notified\n\nx", AutomatedSign::AutoSubmitted),
+            ("a@example.org", "Auto-Submitted: \n\nx", AutomatedSign::AutoSubmitted),
+            ("a@example.org", "Precedence: BULK\n\nx", AutomatedSign::Precedence),
+            ("a@example.org", "Precedence: first-class\nPrecedence: list\n\nx", AutomatedSign::Precedence),
+            ("a@example.org", "List-Id: <tails-dev.boum.org>\n\nx", AutomatedSign::ListHeaders),
+            ("a@example.org", "list-unsubscribe: <mailto:x@y>\n\nx", AutomatedSign::ListHeaders),
+            ("a@example.org", "X-Autoreply: yes\n\nx", AutomatedSign::AutoresponderHeaders),
+            ("a@example.org", "X-FC-MachineGenerated: true\n\nx", AutomatedSign::AutoresponderHeaders),
+            ("MAILER-DAEMON@mx.example", "Subject: x\n\nx", AutomatedSign::RoleSender),
+            ("a@example.org", "From: No-Reply@github.example\n\nx", AutomatedSign::RoleSender),
+        ];
+        let c = cfg();
+        for (sender, raw, sign) in cases {
+            let s = signals_with(&c, sender, raw);
+            assert_eq!(s.automated_sign(), Some(sign), "{raw:?}");
+            assert_eq!(classify(&c, &s), Class::Automated, "{raw:?}");
+        }
+        for raw in ["Auto-Submitted: no\n\nx", "Auto-Submitted: No ; comment\n\nx", "Precedence: normal\n\nx"]
+        {
+            assert_eq!(signals_with(&c, "a@example.org", raw).automated_sign(), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn auto_submitted_keyword_parsing() {
+        assert_eq!(auto_submitted_keyword("no"), "no");
+        assert_eq!(auto_submitted_keyword(" (c) No (c)"), "no");
+        assert_eq!(auto_submitted_keyword("auto-replied; owner-email=x"), "auto-replied");
+        assert_eq!(auto_submitted_keyword("no-thanks"), "no-thanks");
+        assert_eq!(auto_submitted_keyword(""), "");
+        assert_eq!(auto_submitted_keyword("no (c)x"), "");
+        assert_eq!(auto_submitted_keyword("no x"), "");
+    }
+
+    #[test]
+    fn team_by_envelope_or_from_and_optionally_dkim() {
+        assert_eq!(class_of("bob@tails.net", "From: bob@tails.net\nSubject: [FT] hi\n\nx"), Class::Team);
+        assert_eq!(class_of("bob@gmail.example", "From: Bob <Bob@Tails.NET>\n\nx"), Class::Team);
+        assert_eq!(
+            class_of("bob@tails.net.evil.example", "From: bob@tails.net.evil.example\n\nx"),
+            Class::Support
+        );
+
+        let mut c = cfg();
+        c.team_require_dkim = true;
+        c.trusted_authserv_ids = vec!["mx.tails.net".into()];
+        let verified =
+            "Authentication-Results: mx.tails.net; dkim=pass header.d=tails.net\nFrom: bob@tails.net\n\nx";
+        let foreign =
+            "Authentication-Results: evil.example; dkim=pass header.d=tails.net\nFrom: bob@tails.net\n\nx";
+        let other_domain =
+            "Authentication-Results: mx.tails.net; dkim=pass header.d=evil.example\nFrom: bob@tails.net\n\nx";
+        assert_eq!(classify(&c, &signals_with(&c, "bob@tails.net", verified)), Class::Team);
+        assert_eq!(classify(&c, &signals_with(&c, "bob@tails.net", foreign)), Class::Support);
+        assert_eq!(classify(&c, &signals_with(&c, "bob@tails.net", other_domain)), Class::Support);
+    }
+
+    #[test]
+    fn followup_and_support() {
+        assert_eq!(class_of("alice@example.org", PLAIN), Class::Support);
+        let reply = "From: alice@example.org\nSubject: Re: x\nIn-Reply-To: <1@tails.net>\n\nthanks";
+        assert_eq!(class_of("alice@example.org", reply), Class::Followup);
+        let refs = "From: alice@example.org\nreferences:\n <1@tails.net>\n\nthanks";
+        assert_eq!(class_of("alice@example.org", refs), Class::Followup);
+        assert_eq!(class_of("alice@example.org", "In-Reply-To: \n\nthanks"), Class::Support);
+    }
+
+    #[test]
+    fn encryption_detection() {
+        let c = cfg();
+        let pgp_mime =
+            "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\n\n--b\n";
+        assert!(signals_with(&c, "a@x.org", pgp_mime).encrypted);
+        let inline =
+            "Content-Type: text/plain\n\n-----BEGIN PGP MESSAGE-----\nhQIMA\n-----END PGP MESSAGE-----\n";
+        assert!(signals_with(&c, "a@x.org", inline).encrypted);
+        let qp = "Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n=2D----BEGIN PGP MESSAGE-----\n";
+        assert!(signals_with(&c, "a@x.org", qp).encrypted);
+        let later = "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nhi\n--b\nContent-Type: text/plain\n\n-----BEGIN PGP MESSAGE-----\n--b--\n";
+        assert!(!signals_with(&c, "a@x.org", later).encrypted);
+        assert!(!signals_with(&c, "a@x.org", PLAIN).encrypted);
+    }
+
+    #[test]
+    fn encoded_subject_is_decoded_for_tags_and_ids() {
+        let c = cfg();
+        let s = signals_with(&c, "a@x.org", "Subject: =?utf-8?q?Re=3A_=5Bft=5D_caf=C3=A9?=\n\nx");
+        assert_eq!(s.subject.as_deref(), Some("Re: [ft] café"));
+        assert_eq!(s.tags, vec!["FT"]);
+        let s = signals_with(&c, "a@x.org", "Subject: Re:\n [FT]\n\tthing\n\nx");
+        assert_eq!(s.tags, vec!["FT"]);
+        assert!(signals_with(&c, "a@x.org", "Subject: FT stuff\n\nx").tags.is_empty());
+    }
+
+    #[test]
+    fn missing_headers_and_empty_input_are_support() {
+        assert_eq!(class_of("alice@example.org", ""), Class::Support);
+        assert_eq!(class_of("alice@example.org", "\n\nonly body"), Class::Support);
+        assert_eq!(class_of("alice@example.org", "garbage without colon\n"), Class::Support);
+    }
+}

@@ -1,0 +1,597 @@
+//! The daemon's configuration file (TOML): parsing, defaults and validation.
+//!
+//! Unknown keys are errors, and every error names its file, line and column, so that a sysadmin
+//! can fix the file from `helpdesk-milter check` alone.
+
+use crate::address::{self, SenderPattern};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Where the daemon looks for its configuration unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/helpdesk-milter/helpdesk-milter.toml";
+
+/// What Postfix is told when this daemon fails on a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Accept the message untouched: mail flows even when the daemon is broken.
+    Accept,
+    /// Ask the client to try again later: nothing passes untriaged, at the cost of delay.
+    Tempfail,
+}
+
+/// The socket the milter listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Inet { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Inet { host, port } if host.contains(':') => write!(f, "inet:[{host}]:{port}"),
+            Listen::Inet { host, port } => write!(f, "inet:{host}:{port}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Listen {
+    /// Parses `inet:HOST:PORT`, `inet:[IPV6]:PORT` or `unix:/ABSOLUTE/PATH` (relative paths are
+    /// taken relative to `base`).
+    pub fn parse(s: &str, base: &Path) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("inet:") {
+            let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+                let (h, p) = v6.split_once("]:").ok_or("expected inet:[IPV6]:PORT")?;
+                (h, p)
+            } else {
+                rest.rsplit_once(':').ok_or("expected inet:HOST:PORT")?
+            };
+            if host.is_empty() {
+                return Err("the host is empty; use inet:127.0.0.1:PORT".into());
+            }
+            let port: u16 = port.parse().map_err(|_| format!("invalid port {port:?}"))?;
+            Ok(Listen::Inet { host: host.to_string(), port })
+        } else if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("the socket path is empty".into());
+            }
+            Ok(Listen::Unix(base.join(path)))
+        } else {
+            Err("expected \"inet:HOST:PORT\" or \"unix:/PATH\"".into())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    milter: RawMilter,
+    #[serde(default)]
+    helpdesk: RawHelpdesk,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMilter {
+    #[serde(default = "default_listen")]
+    listen: Spanned<String>,
+    #[serde(default = "default_socket_mode")]
+    socket_mode: Spanned<String>,
+    #[serde(default = "default_empty")]
+    socket_group: Spanned<String>,
+    #[serde(default = "default_on_error")]
+    on_error: OnError,
+    #[serde(default = "default_max_connections")]
+    max_connections: Spanned<i64>,
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: Spanned<i64>,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: Spanned<i64>,
+}
+
+impl Default for RawMilter {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            socket_mode: default_socket_mode(),
+            socket_group: Spanned::new(0..0, String::new()),
+            on_error: default_on_error(),
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn unspanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+fn default_empty() -> Spanned<String> {
+    unspanned(String::new())
+}
+fn default_false() -> Spanned<bool> {
+    unspanned(false)
+}
+fn default_listen() -> Spanned<String> {
+    unspanned("inet:127.0.0.1:8894".into())
+}
+fn default_socket_mode() -> Spanned<String> {
+    unspanned("0660".into())
+}
+fn default_on_error() -> OnError {
+    OnError::Accept
+}
+fn default_max_connections() -> Spanned<i64> {
+    unspanned(100)
+}
+fn default_max_header_bytes() -> Spanned<i64> {
+    unspanned(256 * 1024)
+}
+fn default_max_body_bytes() -> Spanned<i64> {
+    unspanned(64 * 1024)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHelpdesk {
+    #[serde(default = "default_addresses")]
+    addresses: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "default_whisperback_senders")]
+    whisperback_senders: Vec<Spanned<String>>,
+    #[serde(default = "default_team_senders")]
+    team_senders: Vec<Spanned<String>>,
+    #[serde(default = "default_header_prefix")]
+    header_prefix: Spanned<String>,
+    #[serde(default = "default_subject_tags")]
+    subject_tags: Vec<Spanned<String>>,
+    #[serde(default = "default_spam_headers")]
+    spam_headers: Vec<Spanned<String>>,
+    #[serde(default = "default_role_senders")]
+    role_senders: Vec<Spanned<String>>,
+    #[serde(default = "default_false")]
+    team_require_dkim: Spanned<bool>,
+    #[serde(default)]
+    trusted_authserv_ids: Vec<Spanned<String>>,
+}
+
+impl Default for RawHelpdesk {
+    fn default() -> Self {
+        Self {
+            addresses: default_addresses(),
+            whisperback_senders: default_whisperback_senders(),
+            team_senders: default_team_senders(),
+            header_prefix: default_header_prefix(),
+            subject_tags: default_subject_tags(),
+            spam_headers: default_spam_headers(),
+            role_senders: default_role_senders(),
+            team_require_dkim: unspanned(false),
+            trusted_authserv_ids: Vec::new(),
+        }
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<Spanned<String>> {
+    v.iter().map(|s| unspanned((*s).to_string())).collect()
+}
+fn default_addresses() -> Spanned<Vec<Spanned<String>>> {
+    unspanned(strings(&["support@tails.net"]))
+}
+fn default_whisperback_senders() -> Vec<Spanned<String>> {
+    strings(&["devnull@tails.boum.org"])
+}
+fn default_team_senders() -> Vec<Spanned<String>> {
+    strings(&["*@tails.net"])
+}
+fn default_header_prefix() -> Spanned<String> {
+    unspanned("X-HelpDesk-".into())
+}
+fn default_subject_tags() -> Vec<Spanned<String>> {
+    strings(&["FT"])
+}
+fn default_spam_headers() -> Vec<Spanned<String>> {
+    strings(&["X-Spam-Flag: YES"])
+}
+
+/// Local parts of automation and role addresses (RFC 5230 §4.6 and the prior art); `*` is any
+/// run of characters.
+pub const DEFAULT_ROLE_SENDERS: &[&str] = &[
+    "mailer-daemon",
+    "postmaster",
+    "listserv",
+    "majordomo",
+    "owner-*",
+    "*-owner",
+    "*-request",
+    "*-bounce",
+    "*-bounces",
+    "*-bounce+*",
+    "*-bounces+*",
+    "bounce-*",
+    "bounces-*",
+    "bounce",
+    "bounces",
+    "noreply*",
+    "no-reply*",
+    "no_reply*",
+    "do-not-reply*",
+    "do_not_reply*",
+    "donotreply*",
+];
+
+fn default_role_senders() -> Vec<Spanned<String>> {
+    strings(DEFAULT_ROLE_SENDERS)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default = "default_log_level")]
+    level: Spanned<String>,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self { level: default_log_level() }
+    }
+}
+
+fn default_log_level() -> Spanned<String> {
+    unspanned("info".into())
+}
+
+/// Settings of the milter socket and protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MilterConfig {
+    pub listen: Listen,
+    /// Permission bits of a UNIX socket.
+    pub socket_mode: u32,
+    /// Group that owns a UNIX socket (Postfix's `postfix` group, typically); None keeps ours.
+    pub socket_group: Option<String>,
+    pub on_error: OnError,
+    pub max_connections: usize,
+    /// Header bytes kept per message for classification.
+    pub max_header_bytes: usize,
+    /// Body bytes kept per message for classification; the rest is skipped.
+    pub max_body_bytes: usize,
+}
+
+/// A header that marks spam when it has a given value (an upstream scanner's verdict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: String,
+}
+
+/// What the classifier needs: which mail is for the Help Desk and who is who.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelpdeskConfig {
+    /// Lowercased addresses of the Help Desk.
+    pub addresses: Vec<String>,
+    pub whisperback_senders: Vec<SenderPattern>,
+    pub team_senders: Vec<SenderPattern>,
+    pub header_prefix: String,
+    pub subject_tags: Vec<String>,
+    pub spam_headers: Vec<HeaderMatch>,
+    /// Lowercased local-part patterns of role senders.
+    pub role_senders: Vec<String>,
+    pub team_require_dkim: bool,
+    /// Lowercased authserv-ids whose Authentication-Results are trusted.
+    pub trusted_authserv_ids: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    pub milter: MilterConfig,
+    pub helpdesk: HelpdeskConfig,
+    pub log_level: String,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::whole_file(path, format!("cannot read configuration: {e}"))])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            Diagnostics(vec![Diagnostic::at_span(path, text, e.span(), e.message().trim_end())])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut v = Validator { path, text, errors: Vec::new() };
+        let config = v.build(raw, &base);
+        if v.errors.is_empty() { Ok(config) } else { Err(Diagnostics(v.errors)) }
+    }
+
+    /// The configuration with every default, as if read from an empty file at `path`.
+    pub fn defaults(path: &Path) -> Config {
+        // An empty file is valid by construction; the expect documents that invariant.
+        Config::parse(path, "").expect("the defaults are valid")
+    }
+
+    /// Names of settings that differ between `self` and `new` but only take effect at restart.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.milter, &new.milter);
+        let mut names = Vec::new();
+        if a.listen != b.listen {
+            names.push("milter.listen");
+        }
+        if a.socket_mode != b.socket_mode {
+            names.push("milter.socket_mode");
+        }
+        if a.socket_group != b.socket_group {
+            names.push("milter.socket_group");
+        }
+        if a.max_connections != b.max_connections {
+            names.push("milter.max_connections");
+        }
+        if self.log_level != new.log_level {
+            names.push("log.level");
+        }
+        names
+    }
+
+    /// Whether `addr` (any case, with or without angle brackets) is a Help Desk address.
+    pub fn is_helpdesk_address(&self, addr: &str) -> bool {
+        let a = address::normalize(addr);
+        self.helpdesk.addresses.contains(&a)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let span = at.span();
+        let span = if span.is_empty() && span.start == 0 { None } else { Some(span) };
+        self.errors.push(Diagnostic::at_span(self.path, self.text, span, message));
+    }
+
+    fn positive(&mut self, v: &Spanned<i64>, what: &str, min: i64) -> usize {
+        if *v.get_ref() < min {
+            self.error(v, format!("{what} must be at least {min}"));
+            return min as usize;
+        }
+        usize::try_from(*v.get_ref()).unwrap_or(usize::MAX)
+    }
+
+    fn address(&mut self, s: &Spanned<String>, what: &str) -> Option<String> {
+        let a = address::normalize(s.get_ref());
+        if address::split(&a).is_none() {
+            self.error(s, format!("{what}: {:?} is not an address like name@example.org", s.get_ref()));
+            return None;
+        }
+        Some(a)
+    }
+
+    fn patterns(&mut self, list: &[Spanned<String>], what: &str) -> Vec<SenderPattern> {
+        list.iter()
+            .filter_map(|s| match SenderPattern::parse(s.get_ref()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.error(s, format!("{what}: {e}"));
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn build(&mut self, raw: RawConfig, base: &Path) -> Config {
+        let m = &raw.milter;
+        let listen = match Listen::parse(m.listen.get_ref(), base) {
+            Ok(l) => l,
+            Err(e) => {
+                self.error(&m.listen, format!("milter.listen: {e}"));
+                Listen::Inet { host: "127.0.0.1".into(), port: 8894 }
+            }
+        };
+        let socket_mode = match u32::from_str_radix(m.socket_mode.get_ref(), 8) {
+            Ok(mode) if mode <= 0o777 => mode,
+            _ => {
+                self.error(
+                    &m.socket_mode,
+                    "milter.socket_mode must be octal permission bits such as \"0660\"",
+                );
+                0o660
+            }
+        };
+        let group = m.socket_group.get_ref().trim();
+        let socket_group = (!group.is_empty()).then(|| group.to_string());
+        let milter = MilterConfig {
+            listen,
+            socket_mode,
+            socket_group,
+            on_error: m.on_error,
+            max_connections: self.positive(&m.max_connections, "milter.max_connections", 1),
+            max_header_bytes: self.positive(&m.max_header_bytes, "milter.max_header_bytes", 1024),
+            max_body_bytes: self.positive(&m.max_body_bytes, "milter.max_body_bytes", 0),
+        };
+
+        let h = &raw.helpdesk;
+        if h.addresses.get_ref().is_empty() {
+            self.error(&h.addresses, "helpdesk.addresses must name at least one address");
+        }
+        let addresses =
+            h.addresses.get_ref().iter().filter_map(|a| self.address(a, "helpdesk.addresses")).collect();
+        let prefix = h.header_prefix.get_ref();
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            self.error(
+                &h.header_prefix,
+                "helpdesk.header_prefix must be letters, digits and '-', such as \"X-HelpDesk-\"",
+            );
+        }
+        let subject_tags = h
+            .subject_tags
+            .iter()
+            .filter_map(|t| {
+                let tag = t.get_ref().trim();
+                if tag.is_empty() || tag.contains(['[', ']', ',']) || tag.chars().any(char::is_control) {
+                    self.error(t, "helpdesk.subject_tags: a tag is the text between the brackets, such as \"FT\" for [FT]");
+                    None
+                } else {
+                    Some(tag.to_string())
+                }
+            })
+            .collect();
+        let spam_headers = h
+            .spam_headers
+            .iter()
+            .filter_map(|s| match s.get_ref().split_once(':') {
+                Some((n, v)) if !n.trim().is_empty() && !v.trim().is_empty() && !n.contains(' ') => {
+                    Some(HeaderMatch { name: n.trim().to_string(), value: v.trim().to_string() })
+                }
+                _ => {
+                    self.error(s, "helpdesk.spam_headers: expected \"Header-Name: value\", such as \"X-Spam-Flag: YES\"");
+                    None
+                }
+            })
+            .collect();
+        let role_senders = h
+            .role_senders
+            .iter()
+            .filter_map(|r| {
+                let p = r.get_ref().trim().to_ascii_lowercase();
+                if p.is_empty() || p.contains('@') || p.chars().all(|c| c == '*') {
+                    self.error(r, "helpdesk.role_senders: a pattern is a local part such as \"noreply*\" (no '@', not only '*')");
+                    None
+                } else {
+                    Some(p)
+                }
+            })
+            .collect();
+        let trusted_authserv_ids: Vec<String> = h
+            .trusted_authserv_ids
+            .iter()
+            .map(|s| s.get_ref().trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if *h.team_require_dkim.get_ref() && trusted_authserv_ids.is_empty() {
+            self.error(
+                &h.team_require_dkim,
+                "helpdesk.team_require_dkim needs helpdesk.trusted_authserv_ids: the authserv-id of the host that verifies DKIM",
+            );
+        }
+        let helpdesk = HelpdeskConfig {
+            addresses,
+            whisperback_senders: self.patterns(&h.whisperback_senders, "helpdesk.whisperback_senders"),
+            team_senders: self.patterns(&h.team_senders, "helpdesk.team_senders"),
+            header_prefix: prefix.clone(),
+            subject_tags,
+            spam_headers,
+            role_senders,
+            team_require_dkim: *h.team_require_dkim.get_ref(),
+            trusted_authserv_ids,
+        };
+
+        let level = raw.log.level.get_ref().to_ascii_lowercase();
+        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            self.error(&raw.log.level, "log.level must be one of error, warn, info, debug, trace");
+        }
+        Config { path: self.path.to_path_buf(), milter, helpdesk, log_level: level }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Diagnostics> {
+        Config::parse(Path::new("/etc/hm/test.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.milter.listen, Listen::Inet { host: "127.0.0.1".into(), port: 8894 });
+        assert_eq!(c.milter.on_error, OnError::Accept);
+        assert_eq!(c.milter.max_header_bytes, 262_144);
+        assert_eq!(c.milter.max_body_bytes, 65_536);
+        assert_eq!(c.helpdesk.addresses, vec!["support@tails.net"]);
+        assert_eq!(c.helpdesk.header_prefix, "X-HelpDesk-");
+        assert_eq!(
+            c.helpdesk.spam_headers,
+            vec![HeaderMatch { name: "X-Spam-Flag".into(), value: "YES".into() }]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let e = parse("[milter]\nlisten = \"inet:127.0.0.1:1\"\nlisten_on = 3\n").unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!((e.0[0].line, e.0[0].column), (3, 1));
+        assert!(e.0[0].message.contains("listen_on"), "{}", e.0[0].message);
+        assert!(e.to_string().starts_with("/etc/hm/test.toml:3:1: "), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let e = parse("[milter\n").unwrap_err();
+        assert_eq!(e.0[0].line, 1);
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported_with_positions() {
+        let text = "[milter]\nlisten = \"tcp:1\"\non_error = \"accept\"\nsocket_mode = \"999\"\n[helpdesk]\naddresses = [\"nobody\"]\n";
+        let e = parse(text).unwrap_err();
+        let lines: Vec<usize> = e.0.iter().map(|d| d.line).collect();
+        assert_eq!(lines, vec![2, 4, 6], "{e}");
+    }
+
+    #[test]
+    fn on_error_takes_only_accept_or_tempfail() {
+        assert_eq!(parse("[milter]\non_error = \"tempfail\"").unwrap().milter.on_error, OnError::Tempfail);
+        let e = parse("[milter]\non_error = \"reject\"").unwrap_err();
+        assert_eq!(e.0[0].line, 2);
+    }
+
+    #[test]
+    fn unix_socket_paths_are_relative_to_the_config() {
+        let c = parse("[milter]\nlisten = \"unix:run/m.sock\"\nsocket_group = \"postfix\"").unwrap();
+        assert_eq!(c.milter.listen, Listen::Unix("/etc/hm/run/m.sock".into()));
+        assert_eq!(c.milter.socket_group.as_deref(), Some("postfix"));
+        assert_eq!(c.milter.listen.to_string(), "unix:/etc/hm/run/m.sock");
+    }
+
+    #[test]
+    fn inet_listen_forms() {
+        let base = Path::new("/");
+        assert_eq!(
+            Listen::parse("inet:[::1]:25", base).unwrap(),
+            Listen::Inet { host: "::1".into(), port: 25 }
+        );
+        assert!(Listen::parse("inet::25", base).is_err());
+        assert!(Listen::parse("inet:localhost:99999", base).is_err());
+    }
+
+    #[test]
+    fn dkim_requirement_needs_trusted_ids() {
+        assert!(parse("[helpdesk]\nteam_require_dkim = true").is_err());
+        let c =
+            parse("[helpdesk]\nteam_require_dkim = true\ntrusted_authserv_ids = [\"MX.Tails.net\"]").unwrap();
+        assert_eq!(c.helpdesk.trusted_authserv_ids, vec!["mx.tails.net"]);
+    }
+
+    #[test]
+    fn restart_needed_names_socket_changes() {
+        let a = parse("").unwrap();
+        let b = parse("[milter]\nlisten = \"inet:127.0.0.1:9999\"\non_error = \"tempfail\"").unwrap();
+        assert_eq!(a.restart_needed(&b), vec!["milter.listen"]);
+    }
+}

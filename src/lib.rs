@@ -1,0 +1,16 @@
+//! helpdesk-milter: a milter that triages the mail sent to a Help Desk address.
+//!
+//! All logic lives in this library so that it can be tested; `src/main.rs` is the command line.
+//! The library API serves the binary and the tests; it makes no stability promise.
+
+pub mod address;
+pub mod auth_results;
+pub mod classify;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod diagnostic;
+pub mod listener;
+pub mod message;
+pub mod milter;
+pub mod triage;

@@ -1,0 +1,182 @@
+//! The end-of-message decision: which header changes to make to one message.
+//!
+//! This is the one code path that both the milter's end-of-message callback and the `classify`
+//! command run, so that `classify` shows exactly what the daemon would do.
+
+use crate::classify::{self, Class, Envelope, Signals};
+use crate::config::Config;
+use crate::message::MessageData;
+use std::fmt;
+
+/// One change to the header of the incoming message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderChange {
+    /// Delete the `index`-th (1-based, counted case-insensitively by name) instance of `name`.
+    /// The name is kept as the MTA sent it, which need not be UTF-8.
+    Delete { name: Vec<u8>, index: usize },
+    /// Append a header at the end of the header.
+    Add { name: String, value: String },
+}
+
+impl fmt::Display for HeaderChange {
+    /// The `classify` output form: `-Name` for a removed header, `Name: value` for an added one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderChange::Delete { name, .. } => write!(f, "-{}", String::from_utf8_lossy(name)),
+            HeaderChange::Add { name, value } => write!(f, "{name}: {value}"),
+        }
+    }
+}
+
+/// What the end of message decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Triage {
+    /// None when the message is not for a Help Desk address (it is left untouched).
+    pub class: Option<Class>,
+    pub signals: Signals,
+    /// Header changes, in the order they are to be applied.
+    pub changes: Vec<HeaderChange>,
+}
+
+impl Triage {
+    pub fn removed(&self) -> usize {
+        self.changes.iter().filter(|c| matches!(c, HeaderChange::Delete { .. })).count()
+    }
+}
+
+/// Why no decision could be made; the caller applies the configured `on_error` policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriageError {
+    /// More distinct forged prefix header names than can be tracked: they cannot all be removed.
+    TooManyPrefixedHeaders,
+}
+
+impl fmt::Display for TriageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TriageError::TooManyPrefixedHeaders => {
+                f.write_str("too many distinct triage-prefixed header names to remove them all")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TriageError {}
+
+/// Decides the header changes for one message.
+pub fn end_of_message(cfg: &Config, env: &Envelope, data: &MessageData) -> Result<Triage, TriageError> {
+    if !env.recipients.iter().any(|r| cfg.is_helpdesk_address(r)) {
+        return Ok(Triage { class: None, signals: Signals::default(), changes: Vec::new() });
+    }
+    if data.prefixed_overflow() {
+        return Err(TriageError::TooManyPrefixedHeaders);
+    }
+    let h = &cfg.helpdesk;
+    let raw = data.to_rfc5322();
+    let parsed = classify::parse(&raw);
+    let signals = Signals::extract(h, env, parsed.as_ref(), data);
+    let class = classify::classify(h, &signals);
+
+    let mut changes = Vec::new();
+    for (name, count) in data.prefixed_headers() {
+        // Highest index first, so that each deletion leaves the lower indexes in place.
+        for index in (1..=*count).rev() {
+            changes.push(HeaderChange::Delete { name: name.clone(), index });
+        }
+    }
+    let p = &h.header_prefix;
+    let mut add =
+        |suffix: &str, value: String| changes.push(HeaderChange::Add { name: format!("{p}{suffix}"), value });
+    add("Class", class.as_str().into());
+    add("Priority", class.priority().as_str().into());
+    if class == Class::Whisperback
+        && let Some(id) = &signals.report_id
+    {
+        add("Report-Id", format!("wb:{id}"));
+    }
+    add("Encrypted", if signals.encrypted { "yes" } else { "no" }.into());
+    if !signals.tags.is_empty() {
+        add("Tags", signals.tags.join(", "));
+    }
+    Ok(Triage { class: Some(class), signals, changes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn run(sender: &str, rcpts: &[&str], raw: &str) -> Triage {
+        let cfg = Config::defaults(Path::new("/x.toml"));
+        let data = MessageData::from_rfc5322(raw.as_bytes(), &cfg.helpdesk.header_prefix, 1 << 18, 1 << 16);
+        end_of_message(&cfg, &Envelope::new(sender, rcpts), &data).unwrap()
+    }
+
+    fn lines(t: &Triage) -> Vec<String> {
+        t.changes.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn other_mail_is_untouched() {
+        let t = run("a@example.org", &["bob@example.org"], "X-HelpDesk-Class: team\nSubject: x\n\nx");
+        assert_eq!(t.class, None);
+        assert!(t.changes.is_empty());
+    }
+
+    #[test]
+    fn forged_headers_are_removed_before_ours_are_added() {
+        let raw = "X-HelpDesk-Class: team\nSubject: [FT] help\nx-helpdesk-priority: high\nX-HELPDESK-CLASS: team\n\nx";
+        let t = run("alice@example.org", &["other@example.org", "Support@Tails.net"], raw);
+        assert_eq!(
+            lines(&t),
+            vec![
+                "-X-HelpDesk-Class",
+                "-X-HelpDesk-Class",
+                "-x-helpdesk-priority",
+                "X-HelpDesk-Class: support",
+                "X-HelpDesk-Priority: normal",
+                "X-HelpDesk-Encrypted: no",
+                "X-HelpDesk-Tags: FT",
+            ]
+        );
+        assert_eq!(t.changes[0], HeaderChange::Delete { name: b"X-HelpDesk-Class".to_vec(), index: 2 });
+        assert_eq!(t.changes[1], HeaderChange::Delete { name: b"X-HelpDesk-Class".to_vec(), index: 1 });
+        assert_eq!(t.removed(), 3);
+    }
+
+    #[test]
+    fn whisperback_gets_its_report_id() {
+        let raw = include_str!("../tests/data/whisperback-sample.eml");
+        let t = run("devnull@tails.boum.org", &["support@tails.net"], raw);
+        assert_eq!(
+            lines(&t),
+            vec![
+                "X-HelpDesk-Class: whisperback",
+                "X-HelpDesk-Priority: normal",
+                "X-HelpDesk-Report-Id: wb:4ffd523ac6b83288ba219a6a55f4971b",
+                "X-HelpDesk-Encrypted: yes",
+            ]
+        );
+    }
+
+    #[test]
+    fn priorities_follow_the_class() {
+        assert!(
+            lines(&run("bob@tails.net", &["support@tails.net"], "From: bob@tails.net\n\nx"))
+                .contains(&"X-HelpDesk-Priority: high".to_string())
+        );
+        assert!(
+            lines(&run("", &["support@tails.net"], "From: x@y.org\n\nx"))
+                .contains(&"X-HelpDesk-Priority: low".to_string())
+        );
+    }
+
+    #[test]
+    fn nothing_from_the_message_is_copied_into_headers() {
+        let raw = "From: secret-person@example.org\nSubject: my secret [FT]\n\nsecret body";
+        for c in run("secret-person@example.org", &["support@tails.net"], raw).changes {
+            let s = c.to_string();
+            assert!(!s.contains("secret"), "{s}");
+        }
+    }
+}
