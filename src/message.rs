@@ -7,9 +7,10 @@
 use mail_parser::MessageParser;
 use std::collections::HashMap;
 
-/// Distinct names of prefixed headers remembered for deletion, in bytes. Past this the message
-/// is hostile (hundreds of thousands of forged header names) and is handled as an error.
-const MAX_PREFIXED_NAME_BYTES: usize = 4 * 1024 * 1024;
+/// Distinct names of prefixed headers remembered for deletion, in bytes, as a multiple of the
+/// header limit (4 MiB by default). Past this the message is hostile (hundreds of thousands of
+/// forged header names) and is handled as an error.
+const PREFIXED_NAME_BYTES_PER_HEADER_BYTE: usize = 16;
 
 /// Header fields and body prefix of one message.
 #[derive(Debug, Clone)]
@@ -72,7 +73,9 @@ impl MessageData {
             self.prefixed[i].1 += 1;
             return;
         }
-        if self.prefixed_bytes + lower.len() > MAX_PREFIXED_NAME_BYTES {
+        if self.prefixed_bytes + lower.len()
+            > self.max_header_bytes.saturating_mul(PREFIXED_NAME_BYTES_PER_HEADER_BYTE)
+        {
             self.prefixed_overflow = true;
             return;
         }

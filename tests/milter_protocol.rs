@@ -1,0 +1,314 @@
+//! The milter at the protocol level, driven by indymilter-test as Postfix would drive it.
+
+use helpdesk_milter::config::Config;
+use helpdesk_milter::daemon;
+use helpdesk_milter::listener::MilterListener;
+use indymilter::{Actions, MacroStage, ProtoOpts};
+use indymilter_test::{EomAction, Status, TestConnection};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Milter {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Milter {
+    async fn start(config_text: &str) -> Milter {
+        let config = Config::parse(Path::new("/test/helpdesk-milter.toml"), config_text).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (stop, rx) = oneshot::channel();
+        let task = tokio::spawn(daemon::serve(MilterListener::from_tcp(l), daemon::shared(config), rx));
+        Milter { addr, stop, task }
+    }
+
+    async fn connect(&self) -> TestConnection {
+        TestConnection::configure().read_timeout(Duration::from_secs(10)).open_tcp(self.addr).await.unwrap()
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Sends one message as Postfix does and returns the end-of-message actions and status.
+async fn transaction(
+    conn: &mut TestConnection,
+    sender: &str,
+    rcpts: &[&str],
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (Vec<EomAction>, Status) {
+    // Postfix sends the queue ID among the macros before end of message.
+    conn.macros(MacroStage::Eom, [("i", "4XQID1")]).await.unwrap();
+    transaction_no_macros(conn, sender, rcpts, headers, body).await
+}
+
+/// The commands alone; a macro command (which has no reply) before a command would make the
+/// test client's Nagle wait for our delayed ACK.
+async fn transaction_no_macros(
+    conn: &mut TestConnection,
+    sender: &str,
+    rcpts: &[&str],
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (Vec<EomAction>, Status) {
+    assert_eq!(conn.mail([sender]).await.unwrap(), Status::Continue);
+    for r in rcpts {
+        assert_eq!(conn.rcpt([*r]).await.unwrap(), Status::Continue);
+    }
+    assert_eq!(conn.data().await.unwrap(), Status::Continue);
+    for (n, v) in headers {
+        assert_eq!(conn.header(*n, *v).await.unwrap(), Status::Continue);
+    }
+    assert_eq!(conn.eoh().await.unwrap(), Status::Continue);
+    let mut skipped = false;
+    for chunk in body.chunks(65535) {
+        if skipped {
+            break;
+        }
+        match conn.body(chunk.to_vec()).await.unwrap() {
+            Status::Continue => {}
+            Status::Skip => skipped = true,
+            s => panic!("unexpected body status {s:?}"),
+        }
+    }
+    let (actions, status) = conn.eom().await.unwrap();
+    (actions.actions, status)
+}
+
+fn add(name: &str, value: &str) -> EomAction {
+    EomAction::AddHeader {
+        name: std::ffi::CString::new(name).unwrap(),
+        value: std::ffi::CString::new(value).unwrap(),
+    }
+}
+
+fn delete(name: &str, index: i32) -> EomAction {
+    EomAction::DeleteHeader { name: std::ffi::CString::new(name).unwrap(), index }
+}
+
+#[tokio::test]
+async fn negotiates_only_what_it_uses() {
+    let m = Milter::start("").await;
+    let conn = m.connect().await;
+    assert_eq!(conn.negotiated_actions(), Actions::ADD_HEADER | Actions::CHANGE_HEADER);
+    let opts = conn.negotiated_opts();
+    assert!(opts.contains(ProtoOpts::SKIP));
+    // Stages it does not need are switched off, so the MTA does not send them.
+    assert!(opts.contains(ProtoOpts::NO_CONNECT | ProtoOpts::NO_HELO | ProtoOpts::NO_UNKNOWN));
+    // The DATA stage is answered (the loopback stall fix) and so are headers and body.
+    assert!(
+        !opts.intersects(ProtoOpts::NO_DATA | ProtoOpts::NO_HEADER | ProtoOpts::NO_BODY | ProtoOpts::NO_RCPT)
+    );
+    assert_eq!(conn.requested_macros().get(&MacroStage::Eom).map(|c| c.to_str().unwrap()), Some("i"));
+    conn.close().await.unwrap();
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn support_request_gets_the_triage_headers() {
+    let m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    let headers = [
+        ("From", "Alice <alice@example.org>"),
+        ("To", "support@tails.net"),
+        ("Subject", "=?utf-8?q?Tails_ne_d=C3=A9marre_pas?= [FT]"),
+        ("Message-ID", "<1@example.org>"),
+    ];
+    let (actions, status) =
+        transaction(&mut conn, "<alice@example.org>", &["<support@tails.net>"], &headers, b"Hello\r\n").await;
+    assert_eq!(status, Status::Accept);
+    assert_eq!(
+        actions,
+        vec![
+            add("X-HelpDesk-Class", "support"),
+            add("X-HelpDesk-Priority", "normal"),
+            add("X-HelpDesk-Encrypted", "no"),
+            add("X-HelpDesk-Tags", "FT"),
+        ]
+    );
+    conn.close().await.unwrap();
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn forged_headers_are_deleted_then_ours_added() {
+    let m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    let headers = [
+        ("X-HelpDesk-Class", "team"),
+        ("From", "mallory@example.org"),
+        ("x-helpdesk-priority", "high"),
+        ("X-HELPDESK-CLASS", "team"),
+        ("X-HelpDesk-Autoreply", "queued"),
+    ];
+    let (actions, _) =
+        transaction(&mut conn, "<mallory@example.org>", &["<support@tails.net>"], &headers, b"x\r\n").await;
+    assert_eq!(
+        actions,
+        vec![
+            delete("X-HelpDesk-Class", 2),
+            delete("X-HelpDesk-Class", 1),
+            delete("x-helpdesk-priority", 1),
+            delete("X-HelpDesk-Autoreply", 1),
+            add("X-HelpDesk-Class", "support"),
+            add("X-HelpDesk-Priority", "normal"),
+            add("X-HelpDesk-Encrypted", "no"),
+        ]
+    );
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn mail_for_others_is_untouched_even_with_forged_headers() {
+    let m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    let headers = [("X-HelpDesk-Class", "team"), ("From", "a@example.org")];
+    let (actions, status) =
+        transaction(&mut conn, "<a@example.org>", &["<bob@example.org>"], &headers, b"x\r\n").await;
+    assert_eq!(status, Status::Accept);
+    assert!(actions.is_empty(), "{actions:?}");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn whisperback_report_over_the_protocol() {
+    let m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    let raw = include_bytes!("data/whisperback-sample.eml");
+    let split = raw.windows(2).position(|w| w == b"\n\n").unwrap();
+    let mut headers = Vec::new();
+    for line in std::str::from_utf8(&raw[..split]).unwrap().lines() {
+        let (n, v) = line.split_once(": ").unwrap();
+        headers.push((n, v));
+    }
+    let body = raw[split + 2..].to_vec();
+    let (actions, _) =
+        transaction(&mut conn, "<devnull@tails.boum.org>", &["<support@tails.net>"], &headers, &body).await;
+    assert_eq!(
+        actions,
+        vec![
+            add("X-HelpDesk-Class", "whisperback"),
+            add("X-HelpDesk-Priority", "normal"),
+            add("X-HelpDesk-Report-Id", "wb:4ffd523ac6b83288ba219a6a55f4971b"),
+            add("X-HelpDesk-Encrypted", "yes"),
+        ]
+    );
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn large_body_is_skipped_after_the_limit() {
+    let m = Milter::start("[milter]\nmax_body_bytes = 1000").await;
+    let mut conn = m.connect().await;
+    conn.mail(["<a@example.org>"]).await.unwrap();
+    conn.rcpt(["<support@tails.net>"]).await.unwrap();
+    conn.data().await.unwrap();
+    conn.header("Subject", "big").await.unwrap();
+    conn.eoh().await.unwrap();
+    assert_eq!(conn.body(vec![b'a'; 600]).await.unwrap(), Status::Continue);
+    assert_eq!(conn.body(vec![b'a'; 600]).await.unwrap(), Status::Skip);
+    let (actions, status) = conn.eom().await.unwrap();
+    assert_eq!(status, Status::Accept);
+    assert!(actions.has_add_header("X-HelpDesk-Class", "support"));
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn state_does_not_leak_between_messages_of_one_connection() {
+    let m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    // First message aborted after headers that would make it a follow-up from a team member.
+    conn.mail(["<bob@tails.net>"]).await.unwrap();
+    conn.rcpt(["<support@tails.net>"]).await.unwrap();
+    conn.data().await.unwrap();
+    conn.header("In-Reply-To", "<x@y>").await.unwrap();
+    conn.abort().await.unwrap();
+    let (actions, _) =
+        transaction(&mut conn, "<alice@example.org>", &["<support@tails.net>"], &[("Subject", "hi")], b"x")
+            .await;
+    assert_eq!(actions[0], add("X-HelpDesk-Class", "support"));
+    let (actions, _) =
+        transaction(&mut conn, "<>", &["<support@tails.net>"], &[("Subject", "hi")], b"x").await;
+    assert_eq!(actions[0], add("X-HelpDesk-Class", "automated"));
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_flood_of_forged_names_follows_on_error() {
+    // 1 KiB of headers kept: room for 16 KiB of distinct forged names, then the message is an error.
+    for (policy, expected) in [("accept", Status::Accept), ("tempfail", Status::Tempfail { message: None })] {
+        let m = Milter::start(&format!("[milter]\nmax_header_bytes = 1024\non_error = \"{policy}\"")).await;
+        let mut conn = m.connect().await;
+        let names: Vec<String> = (0..2000).map(|i| format!("X-HelpDesk-Forged-{i}")).collect();
+        let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x")).collect();
+        let (actions, status) =
+            transaction(&mut conn, "<a@example.org>", &["<support@tails.net>"], &headers, b"x").await;
+        assert!(actions.is_empty());
+        assert_eq!(status, expected);
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn many_concurrent_connections() {
+    let m = Milter::start("").await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let addr = m.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut conn = TestConnection::open(addr).await.unwrap();
+            let sender = if i % 2 == 0 { "<alice@example.org>" } else { "<bob@tails.net>" };
+            let (actions, _) = transaction(
+                &mut conn,
+                sender,
+                &["<support@tails.net>"],
+                &[("From", &sender[1..sender.len() - 1])],
+                b"x",
+            )
+            .await;
+            conn.close().await.unwrap();
+            (i, actions)
+        }));
+    }
+    for t in tasks {
+        let (i, actions) = t.await.unwrap();
+        let class = if i % 2 == 0 { "support" } else { "team" };
+        assert_eq!(actions[0], add("X-HelpDesk-Class", class), "connection {i}");
+    }
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn sequential_transactions_do_not_stall() {
+    // Guards against the loopback Nagle/delayed-ACK stall class (40 ms per message): 200
+    // transactions would take 8 s or more with it; this only checks they complete well under that.
+    let m = Milter::start("").await;
+    let t0 = std::time::Instant::now();
+    for _ in 0..200 {
+        let mut conn = m.connect().await;
+        transaction_no_macros(
+            &mut conn,
+            "<a@example.org>",
+            &["<support@tails.net>"],
+            &[("Subject", "x")],
+            b"x",
+        )
+        .await;
+        conn.close().await.unwrap();
+    }
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "200 transactions took {elapsed:?}: the delayed-ACK stall is back"
+    );
+    m.stop().await;
+}
