@@ -1,0 +1,156 @@
+//! Runs the real `helpdesk-milter` binary for end-to-end tests.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_helpdesk-milter");
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+    /// The UNIX socket it listens on instead of the port, if any.
+    pub socket: Option<PathBuf>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon on a free loopback port with the default configuration plus `extra` TOML
+    /// (appended to the `[milter]` table's file; start it with a table header).
+    pub fn start(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("helpdesk-milter.toml");
+        std::fs::write(&config, format!("[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n{extra}\n")).unwrap();
+        let log = dir.path().join("daemon.log");
+        let mut d = Daemon { dir, config, port, socket: None, child: None, log };
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon on a UNIX socket (group postfix, mode 0660) plus `extra` TOML.
+    pub fn start_unix(socket: &Path, extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("helpdesk-milter.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[milter]\nlisten = \"unix:{}\"\nsocket_group = \"postfix\"\nsocket_mode = \"0660\"\n{extra}\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("daemon.log");
+        let mut d = Daemon { dir, config, port: 0, socket: Some(socket.to_path_buf()), child: None, log };
+        d.spawn();
+        d
+    }
+
+    fn ready(&self) -> bool {
+        match &self.socket {
+            Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            None => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        }
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while !self.ready() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("helpdesk-milter exited with {status}:\n{}", self.log());
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "daemon did not listen:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address Postfix's smtpd_milters takes.
+    pub fn milter_address(&self) -> String {
+        match &self.socket {
+            Some(p) => format!("unix:{}", p.display()),
+            None => format!("inet:127.0.0.1:{}", self.port),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-s", sig, &pid]).status().unwrap().success());
+    }
+
+    /// Stops with SIGTERM and returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-s", "TERM", &child.id().to_string()]).status();
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon did not stop on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `helpdesk-milter classify` on a message with this daemon's configuration.
+    pub fn classify(&self, message: &[u8], sender: &str, rcpts: &[&str]) -> Vec<String> {
+        classify(&self.config, message, sender, rcpts)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn classify(config: &Path, message: &[u8], sender: &str, rcpts: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("message.eml");
+    std::fs::write(&file, message).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["classify", "--config"]).arg(config).arg("--sender").arg(if sender.is_empty() {
+        "<>"
+    } else {
+        sender
+    });
+    for r in rcpts {
+        cmd.arg("--rcpt").arg(r);
+    }
+    let out = cmd.arg(&file).output().unwrap();
+    assert!(out.status.success(), "classify failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
