@@ -16,14 +16,20 @@ use std::fmt;
 pub struct Envelope {
     /// The MAIL FROM address, normalised; empty for the null sender `<>`.
     pub sender: String,
+    /// The MAIL FROM address exactly as given (without angle brackets): replies go there.
+    pub sender_exact: String,
     /// The RCPT TO addresses, normalised.
     pub recipients: Vec<String>,
 }
 
 impl Envelope {
     pub fn new(sender: &str, recipients: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        let exact = sender.trim();
+        let exact = exact.strip_prefix('<').unwrap_or(exact);
+        let exact = exact.strip_suffix('>').unwrap_or(exact);
         Self {
             sender: address::normalize(sender),
+            sender_exact: exact.trim().to_string(),
             recipients: recipients.into_iter().map(|r| address::normalize(r.as_ref())).collect(),
         }
     }
@@ -138,6 +144,12 @@ pub struct Signals {
     pub team_dkim_verified: bool,
     /// Subject tags found, in configuration order.
     pub tags: Vec<String>,
+    /// `X-Auto-Response-Suppress` asks for no auto-reply (All, AutoReply or OOF).
+    pub auto_response_suppress: bool,
+    /// Every `X-Loop` value, unfolded.
+    pub x_loop: Vec<String>,
+    /// A Help Desk address or alias is in To, Cc, Bcc, Resent-To, Resent-Cc or Resent-Bcc.
+    pub addressed: bool,
     /// Whether the header or body limit cut the message short.
     pub truncated: bool,
 }
@@ -231,6 +243,26 @@ fn first_text_has_inline_pgp(msg: &Message<'_>) -> bool {
     msg.body_text(0).is_some_and(|t| t.contains(PGP_INLINE))
 }
 
+/// Whether a Help Desk address or alias is among the recipients named in the header (F9).
+fn is_addressed(cfg: &HelpdeskConfig, msg: &Message<'_>) -> bool {
+    const FIELDS: [HeaderName<'static>; 6] = [
+        HeaderName::To,
+        HeaderName::Cc,
+        HeaderName::Bcc,
+        HeaderName::ResentTo,
+        HeaderName::ResentCc,
+        HeaderName::ResentBcc,
+    ];
+    let ours = |a: &str| {
+        let a = address::normalize(a);
+        cfg.addresses.contains(&a) || cfg.aliases.contains(&a)
+    };
+    msg.headers().iter().filter(|h| FIELDS.contains(&h.name)).any(|h| match &h.value {
+        HeaderValue::Address(addr) => addr.iter().any(|a| a.address().is_some_and(ours)),
+        _ => false,
+    })
+}
+
 impl Signals {
     /// Reads the signals out of a parsed message (None: nothing parseable) and its envelope.
     pub fn extract(
@@ -299,6 +331,13 @@ impl Signals {
         s.in_thread = ["In-Reply-To", "References"].iter().any(|h| {
             texts(msg, h).iter().any(|v| !v.is_empty()) || msg.header(*h).is_some_and(|v| !v.is_empty())
         });
+
+        s.auto_response_suppress = texts(msg, "X-Auto-Response-Suppress").iter().any(|v| {
+            v.split(',')
+                .any(|t| ["all", "autoreply", "oof"].contains(&t.trim().to_ascii_lowercase().as_str()))
+        });
+        s.x_loop = texts(msg, "X-Loop");
+        s.addressed = is_addressed(cfg, msg);
 
         if let Some(subject) = &s.subject {
             s.report_id = whisperback_report_id(subject);

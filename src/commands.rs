@@ -5,13 +5,28 @@ use crate::classify::Envelope;
 use crate::config::Config;
 use crate::diagnostic::Diagnostics;
 use crate::message::MessageData;
-use crate::triage::{self, HeaderChange, TriageError};
+use crate::reply::{self, ReplyRequest};
+use crate::reply_file::ReplyFile;
+use crate::state::ReplyState;
+use crate::triage::{self, Deps, HeaderChange, TriageError};
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use std::path::Path;
 
 /// `check`: validates the configuration and every file it names.
-pub fn check(config_path: &Path) -> Result<Config, Diagnostics> {
-    Config::load(config_path)
+pub fn check(config_path: &Path) -> Result<(Config, Option<ReplyFile>), Diagnostics> {
+    let config = Config::load(config_path)?;
+    let reply_file = load_reply_file(&config)?;
+    Ok((config, reply_file))
+}
+
+/// The configured reply file: required when auto-replies are on; read if present otherwise (its
+/// topics still label requests).
+pub fn load_reply_file(config: &Config) -> Result<Option<ReplyFile>, Diagnostics> {
+    let path = &config.autoreply.reply_file;
+    if !config.autoreply.enabled && !path.exists() {
+        return Ok(None);
+    }
+    ReplyFile::load(path).map(Some)
 }
 
 /// The envelope `classify` uses: the sender given, else the address in Return-Path, else in From
@@ -41,6 +56,7 @@ pub fn default_envelope(config: &Config, raw: &[u8], sender: Option<&str>, rcpts
 /// code and the same limits as the milter. Sends nothing and changes no state.
 pub fn classify(
     config: &Config,
+    reply_file: Option<&ReplyFile>,
     raw: &[u8],
     sender: Option<&str>,
     rcpts: &[String],
@@ -49,7 +65,40 @@ pub fn classify(
     let m = &config.milter;
     let data =
         MessageData::from_rfc5322(raw, &config.helpdesk.header_prefix, m.max_header_bytes, m.max_body_bytes);
-    Ok(triage::end_of_message(config, &envelope, &data)?.changes)
+    // A fresh in-memory state: as if nobody had been answered, and nothing is recorded.
+    let state = ReplyState::in_memory();
+    let deps = Deps { reply_file, state: &state, now: crate::daemon::unix_now() };
+    Ok(triage::end_of_message(config, &deps, &envelope, &data)?.changes)
+}
+
+/// `preview`: the complete reply message that would answer `message` (or a sample request),
+/// in `language` if given, else in the language the daemon would pick.
+pub fn preview(config: &Config, file: &ReplyFile, language: Option<&str>, message: Option<&[u8]>) -> Vec<u8> {
+    let mut request = match message {
+        Some(raw) => {
+            let envelope = default_envelope(config, raw, None, &[]);
+            let m = &config.milter;
+            let data = MessageData::from_rfc5322(
+                raw,
+                &config.helpdesk.header_prefix,
+                m.max_header_bytes,
+                m.max_body_bytes,
+            );
+            let kept = data.to_rfc5322();
+            let parsed = crate::classify::parse(&kept);
+            let text = parsed.as_ref().and_then(|p| p.body_text(0));
+            triage::reply_request(&envelope, parsed.as_ref(), text.as_deref())
+        }
+        None => ReplyRequest { recipient: "someone@example.org".into(), ..ReplyRequest::default() },
+    };
+    if request.recipient.is_empty() {
+        // A message without sender would get no reply; show the text all the same.
+        request.recipient = "someone@example.org".into();
+    }
+    if let Some(lang) = language {
+        request.languages = vec![lang.to_string()];
+    }
+    reply::build(&config.autoreply, file, &request, crate::daemon::unix_now()).message
 }
 
 #[cfg(test)]
@@ -82,7 +131,7 @@ mod tests {
 
     #[test]
     fn null_sender_from_the_command_line_is_automated() {
-        let out = classify(&cfg(), b"From: alice@example.org\n\nhello", Some("<>"), &[]).unwrap();
+        let out = classify(&cfg(), None, b"From: alice@example.org\n\nhello", Some("<>"), &[]).unwrap();
         assert_eq!(out[0].to_string(), "X-HelpDesk-Class: automated");
     }
 }

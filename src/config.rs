@@ -7,7 +7,22 @@ use crate::address::{self, SenderPattern};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
+
+/// Splits `Display Name <address>` (RFC 5322 mailbox, parsed by mail-parser) into its name and
+/// lowercased address.
+pub fn parse_mailbox(s: &str) -> Option<(Option<String>, String)> {
+    if s.contains(['\r', '\n']) {
+        return None;
+    }
+    let raw = format!("From: {s}\r\n\r\n");
+    let msg = mail_parser::MessageParser::new().parse_headers(raw.as_bytes())?;
+    let addr = msg.from()?.first()?;
+    let address = address::normalize(addr.address()?);
+    address::split(&address)?;
+    Some((addr.name().map(str::to_string), address))
+}
 
 /// Where the daemon looks for its configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/helpdesk-milter/helpdesk-milter.toml";
@@ -74,7 +89,109 @@ struct RawConfig {
     #[serde(default)]
     helpdesk: RawHelpdesk,
     #[serde(default)]
+    autoreply: RawAutoreply,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoreply {
+    #[serde(default = "default_true")]
+    enabled: Spanned<bool>,
+    #[serde(default = "default_reply_file")]
+    reply_file: Spanned<String>,
+    #[serde(default = "default_from")]
+    from: Spanned<String>,
+    #[serde(default = "default_interval")]
+    interval: Spanned<String>,
+    #[serde(default = "default_false")]
+    allow_short_interval: Spanned<bool>,
+    #[serde(default = "default_relay")]
+    relay: Spanned<String>,
+    #[serde(default = "default_retry_interval")]
+    retry_interval: Spanned<String>,
+    #[serde(default = "default_lifetime")]
+    lifetime: Spanned<String>,
+    #[serde(default = "default_true")]
+    require_addressed: Spanned<bool>,
+    #[serde(default)]
+    system_addresses: Vec<Spanned<String>>,
+    #[serde(default = "default_max_per_hour")]
+    max_per_hour: Spanned<i64>,
+    #[serde(default = "default_max_per_domain_per_hour")]
+    max_per_domain_per_hour: Spanned<i64>,
+}
+
+impl Default for RawAutoreply {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+            reply_file: default_reply_file(),
+            from: default_from(),
+            interval: default_interval(),
+            allow_short_interval: default_false(),
+            relay: default_relay(),
+            retry_interval: default_retry_interval(),
+            lifetime: default_lifetime(),
+            require_addressed: default_true(),
+            system_addresses: Vec::new(),
+            max_per_hour: default_max_per_hour(),
+            max_per_domain_per_hour: default_max_per_domain_per_hour(),
+        }
+    }
+}
+
+fn default_true() -> Spanned<bool> {
+    unspanned(true)
+}
+fn default_reply_file() -> Spanned<String> {
+    unspanned("reply.toml".into())
+}
+fn default_from() -> Spanned<String> {
+    unspanned("Tails Help Desk <support@tails.net>".into())
+}
+fn default_interval() -> Spanned<String> {
+    unspanned("7d".into())
+}
+fn default_relay() -> Spanned<String> {
+    unspanned("smtp://127.0.0.1:25".into())
+}
+fn default_retry_interval() -> Spanned<String> {
+    unspanned("1m".into())
+}
+fn default_lifetime() -> Spanned<String> {
+    unspanned("5d".into())
+}
+fn default_max_per_hour() -> Spanned<i64> {
+    unspanned(100)
+}
+fn default_max_per_domain_per_hour() -> Spanned<i64> {
+    unspanned(20)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    #[serde(default = "default_state_directory")]
+    directory: Spanned<String>,
+    #[serde(default = "default_max_entries")]
+    max_entries: Spanned<i64>,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        Self { directory: default_state_directory(), max_entries: default_max_entries() }
+    }
+}
+
+fn default_state_directory() -> Spanned<String> {
+    unspanned("/var/lib/helpdesk-milter".into())
+}
+fn default_max_entries() -> Spanned<i64> {
+    unspanned(100_000)
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +260,8 @@ fn default_max_body_bytes() -> Spanned<i64> {
 struct RawHelpdesk {
     #[serde(default = "default_addresses")]
     addresses: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    aliases: Vec<Spanned<String>>,
     #[serde(default = "default_whisperback_senders")]
     whisperback_senders: Vec<Spanned<String>>,
     #[serde(default = "default_team_senders")]
@@ -165,6 +284,7 @@ impl Default for RawHelpdesk {
     fn default() -> Self {
         Self {
             addresses: default_addresses(),
+            aliases: Vec::new(),
             whisperback_senders: default_whisperback_senders(),
             team_senders: default_team_senders(),
             header_prefix: default_header_prefix(),
@@ -274,6 +394,9 @@ pub struct HeaderMatch {
 pub struct HelpdeskConfig {
     /// Lowercased addresses of the Help Desk.
     pub addresses: Vec<String>,
+    /// Lowercased other addresses that reach the Help Desk (forwards, old addresses): they count
+    /// as ours when deciding a reply, but do not make a message triaged.
+    pub aliases: Vec<String>,
     pub whisperback_senders: Vec<SenderPattern>,
     pub team_senders: Vec<SenderPattern>,
     pub header_prefix: String,
@@ -286,6 +409,35 @@ pub struct HelpdeskConfig {
     pub trusted_authserv_ids: Vec<String>,
 }
 
+/// The auto-responder's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoreplyConfig {
+    pub enabled: bool,
+    /// The reply file, resolved against the configuration's directory.
+    pub reply_file: PathBuf,
+    /// The From: of replies, as written (`Name <address>`).
+    pub from: String,
+    /// The display name and address of `from`.
+    pub from_name: Option<String>,
+    pub from_address: String,
+    /// One reply per sender per interval.
+    pub interval: Duration,
+    pub relay: String,
+    pub retry_interval: Duration,
+    pub lifetime: Duration,
+    pub require_addressed: bool,
+    pub system_addresses: Vec<String>,
+    pub max_per_hour: u32,
+    pub max_per_domain_per_hour: u32,
+}
+
+/// Where the daemon keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    pub directory: PathBuf,
+    pub max_entries: usize,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -293,7 +445,11 @@ pub struct Config {
     pub path: PathBuf,
     pub milter: MilterConfig,
     pub helpdesk: HelpdeskConfig,
+    pub autoreply: AutoreplyConfig,
+    pub state: StateConfig,
     pub log_level: String,
+    /// The reply policy's view of the settings above.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 impl Config {
@@ -341,6 +497,16 @@ impl Config {
         if self.log_level != new.log_level {
             names.push("log.level");
         }
+        if self.state != new.state {
+            names.push("state.directory");
+        }
+        let (a, b) = (&self.autoreply, &new.autoreply);
+        if a.reply_file != b.reply_file {
+            names.push("autoreply.reply_file");
+        }
+        if (&a.relay, a.retry_interval, a.lifetime) != (&b.relay, b.retry_interval, b.lifetime) {
+            names.push("autoreply.relay, retry_interval or lifetime");
+        }
         names
     }
 
@@ -370,6 +536,20 @@ impl Validator<'_> {
             return min as usize;
         }
         usize::try_from(*v.get_ref()).unwrap_or(usize::MAX)
+    }
+
+    fn duration(&mut self, s: &Spanned<String>, what: &str, min: Duration) -> Duration {
+        match humantime::parse_duration(s.get_ref().trim()) {
+            Ok(d) if d >= min => d,
+            Ok(_) => {
+                self.error(s, format!("{what} must be at least {}", humantime::format_duration(min)));
+                min
+            }
+            Err(e) => {
+                self.error(s, format!("{what}: {e}; write a duration such as \"7d\", \"12h\" or \"1m\""));
+                min
+            }
+        }
     }
 
     fn address(&mut self, s: &Spanned<String>, what: &str) -> Option<String> {
@@ -488,8 +668,10 @@ impl Validator<'_> {
                 "helpdesk.team_require_dkim needs helpdesk.trusted_authserv_ids: the authserv-id of the host that verifies DKIM",
             );
         }
+        let aliases = h.aliases.iter().filter_map(|a| self.address(a, "helpdesk.aliases")).collect();
         let helpdesk = HelpdeskConfig {
             addresses,
+            aliases,
             whisperback_senders: self.patterns(&h.whisperback_senders, "helpdesk.whisperback_senders"),
             team_senders: self.patterns(&h.team_senders, "helpdesk.team_senders"),
             header_prefix: prefix.clone(),
@@ -500,11 +682,84 @@ impl Validator<'_> {
             trusted_authserv_ids,
         };
 
+        let autoreply = self.autoreply(&raw.autoreply, base);
+        let st = &raw.state;
+        if st.directory.get_ref().trim().is_empty() {
+            self.error(&st.directory, "state.directory must name a directory");
+        }
+        let state = StateConfig {
+            directory: base.join(st.directory.get_ref()),
+            max_entries: self.positive(&st.max_entries, "state.max_entries", 1000),
+        };
+
         let level = raw.log.level.get_ref().to_ascii_lowercase();
         if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
             self.error(&raw.log.level, "log.level must be one of error, warn, info, debug, trace");
         }
-        Config { path: self.path.to_path_buf(), milter, helpdesk, log_level: level }
+        let policy = crate::policy::PolicyConfig {
+            enabled: autoreply.enabled,
+            loop_token: autoreply.from_address.clone(),
+            own_addresses: helpdesk
+                .addresses
+                .iter()
+                .chain(&helpdesk.aliases)
+                .chain(std::iter::once(&autoreply.from_address))
+                .cloned()
+                .collect(),
+            system_addresses: autoreply.system_addresses.clone(),
+            require_addressed: autoreply.require_addressed,
+            max_per_hour: autoreply.max_per_hour,
+            max_per_domain_per_hour: autoreply.max_per_domain_per_hour,
+        };
+        Config { path: self.path.to_path_buf(), milter, helpdesk, autoreply, state, log_level: level, policy }
+    }
+
+    fn autoreply(&mut self, a: &RawAutoreply, base: &Path) -> AutoreplyConfig {
+        if a.reply_file.get_ref().trim().is_empty() {
+            self.error(&a.reply_file, "autoreply.reply_file must name a file");
+        }
+        let (from_name, from_address) = match parse_mailbox(a.from.get_ref()) {
+            Some(m) => m,
+            None => {
+                self.error(
+                    &a.from,
+                    "autoreply.from must be an address, such as \"Tails Help Desk <support@tails.net>\"",
+                );
+                (None, String::new())
+            }
+        };
+        const DAY: Duration = Duration::from_secs(86400);
+        let min_interval = if *a.allow_short_interval.get_ref() { Duration::from_secs(60) } else { DAY };
+        let relay = a.relay.get_ref().trim().to_string();
+        if !relay.starts_with("smtp://") {
+            self.error(&a.relay, "autoreply.relay: expected smtp://HOST[:PORT]");
+        }
+        let max_per_hour = self.positive(&a.max_per_hour, "autoreply.max_per_hour", 1);
+        let max_per_domain =
+            self.positive(&a.max_per_domain_per_hour, "autoreply.max_per_domain_per_hour", 1);
+        AutoreplyConfig {
+            enabled: *a.enabled.get_ref(),
+            reply_file: base.join(a.reply_file.get_ref()),
+            from: a.from.get_ref().trim().to_string(),
+            from_name,
+            from_address,
+            interval: self.duration(&a.interval, "autoreply.interval", min_interval),
+            relay,
+            retry_interval: self.duration(
+                &a.retry_interval,
+                "autoreply.retry_interval",
+                Duration::from_secs(1),
+            ),
+            lifetime: self.duration(&a.lifetime, "autoreply.lifetime", Duration::from_secs(60)),
+            require_addressed: *a.require_addressed.get_ref(),
+            system_addresses: a
+                .system_addresses
+                .iter()
+                .filter_map(|s| self.address(s, "autoreply.system_addresses"))
+                .collect(),
+            max_per_hour: u32::try_from(max_per_hour).unwrap_or(u32::MAX),
+            max_per_domain_per_hour: u32::try_from(max_per_domain).unwrap_or(u32::MAX),
+        }
     }
 }
 
@@ -586,6 +841,23 @@ mod tests {
         let c =
             parse("[helpdesk]\nteam_require_dkim = true\ntrusted_authserv_ids = [\"MX.Tails.net\"]").unwrap();
         assert_eq!(c.helpdesk.trusted_authserv_ids, vec!["mx.tails.net"]);
+    }
+
+    #[test]
+    fn durations_and_their_minimums() {
+        let e = parse("[autoreply]\ninterval = \"1h\"").unwrap_err();
+        assert!(e.0[0].message.contains("at least 1day"), "{e}");
+        let c = parse("[autoreply]\ninterval = \"1h\"\nallow_short_interval = true").unwrap();
+        assert_eq!(c.autoreply.interval, Duration::from_secs(3600));
+        let e = parse("[autoreply]\nlifetime = \"soon\"").unwrap_err();
+        assert_eq!(e.0[0].line, 2);
+    }
+
+    #[test]
+    fn from_must_be_a_mailbox() {
+        assert!(parse("[autoreply]\nfrom = \"not an address\"").is_err());
+        let c = parse("[autoreply]\nfrom = \"help@example.org\"").unwrap();
+        assert_eq!((c.autoreply.from_name, c.autoreply.from_address), (None, "help@example.org".to_string()));
     }
 
     #[test]

@@ -1,30 +1,53 @@
-//! The running daemon: serve the milter socket, reload the configuration on request.
+//! The running daemon: serve the milter socket, reload the configuration on request, and, off
+//! the milter's path, record and send the replies it decided.
 
+use crate::commands;
 use crate::config::Config;
 use crate::listener::MilterListener;
-use crate::milter::{self, SharedConfig};
+use crate::milter::{self, ReplyJob, Shared, SharedConfig};
+use crate::outbox::Outbox;
+use crate::reply;
+use crate::state::ReplyState;
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, RwLock};
-use tracing::{error, info, warn};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, error, info, warn};
 
-/// Wraps a configuration for sharing between the callbacks and the reload handler.
+/// Wraps a configuration for the milter alone: no reply file, replies dropped (tests).
 pub fn shared(config: Config) -> SharedConfig {
-    Arc::new(RwLock::new(Arc::new(config)))
+    Shared::new(config, None, Arc::new(ReplyState::in_memory()), None)
 }
 
 /// Serves milter connections until `shutdown` completes; transactions in flight then finish.
-pub async fn serve(listener: MilterListener, config: SharedConfig, shutdown: impl Future) -> io::Result<()> {
-    let max_connections = milter::current(&config).milter.max_connections;
+pub async fn serve(listener: MilterListener, shared: SharedConfig, shutdown: impl Future) -> io::Result<()> {
+    let max_connections = milter::current(&shared).milter.max_connections;
     let milter_config = indymilter::Config { max_connections, ..Default::default() };
-    indymilter::run(listener, milter::callbacks(config), milter_config, shutdown).await
+    indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await
 }
 
-/// Re-reads the configuration file. An invalid file is logged and the running configuration is
-/// kept; settings that only take effect at restart are logged and keep their running values.
-/// Returns whether the new configuration is in effect.
-pub fn reload(config: &SharedConfig) -> bool {
-    let old = milter::current(config);
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Opens the reply state; a store that cannot be used is logged and replaced by one that never
+/// queues a reply (fail closed), so that mail still flows.
+pub fn open_state(config: &Config) -> Arc<ReplyState> {
+    match ReplyState::open(&config.state.directory, config.state.max_entries, unix_now()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            error!("the reply state cannot be used, so no auto-reply will be sent until it is fixed: {e}");
+            Arc::new(ReplyState::unavailable(e.to_string()))
+        }
+    }
+}
+
+/// Re-reads the configuration file and the reply file. An invalid file is logged and the
+/// running version kept; settings that only take effect at restart are logged and keep their
+/// running values. Returns whether the new configuration is in effect.
+pub fn reload(shared: &SharedConfig) -> bool {
+    let old = milter::current(shared);
     let mut new = match Config::load(&old.path) {
         Ok(c) => c,
         Err(d) => {
@@ -40,10 +63,69 @@ pub fn reload(config: &SharedConfig) -> bool {
     new.milter.socket_group = old.milter.socket_group.clone();
     new.milter.max_connections = old.milter.max_connections;
     new.log_level = old.log_level.clone();
-    match config.write() {
-        Ok(mut g) => *g = Arc::new(new),
-        Err(p) => *p.into_inner() = Arc::new(new),
-    }
+    new.state = old.state.clone();
+    new.autoreply.reply_file = old.autoreply.reply_file.clone();
+    new.autoreply.relay = old.autoreply.relay.clone();
+    new.autoreply.retry_interval = old.autoreply.retry_interval;
+    new.autoreply.lifetime = old.autoreply.lifetime;
+    let reply_file = commands::load_reply_file(&new);
+    shared.set_config(new);
     info!("configuration reloaded from {}", old.path.display());
+    match reply_file {
+        Ok(Some(f)) => shared.set_reply_file(f),
+        Ok(None) => {}
+        Err(d) => error!("reply file not reloaded, the running version is kept:\n{d}"),
+    }
     true
+}
+
+/// Records each queued reply in the state store, builds it from the reply file version it was
+/// decided with, and writes it to the outbox; then wakes the sender. Runs until the channel closes.
+pub async fn reply_worker(
+    mut jobs: mpsc::UnboundedReceiver<ReplyJob>,
+    state: Arc<ReplyState>,
+    outbox: Arc<Outbox>,
+    wake: Arc<Notify>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let (state, outbox) = (state.clone(), outbox.clone());
+        let qid = job.queue_id.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            // Recorded before it is written, so that a crash never leads to a second reply (F25).
+            state
+                .persist(&job.reservation)
+                .map_err(|e| format!("cannot record the reply, so it is not sent: {e}"))?;
+            let r = reply::build(&job.config.autoreply, &job.reply_file, &job.request, unix_now());
+            let id = outbox
+                .enqueue(&r.recipient, &r.message, SystemTime::now())
+                .map_err(|e| format!("cannot write the reply to the outbox, so it is not sent: {e}"))?;
+            Ok::<_, String>((id, r.language))
+        })
+        .await;
+        match done {
+            Ok(Ok((id, language))) => {
+                info!(queue_id = %qid, reply_id = %id, language = %language, "reply queued");
+                wake.notify_one();
+            }
+            Ok(Err(e)) => error!(queue_id = %qid, "{e}"),
+            Err(e) => error!(queue_id = %qid, "reply worker failed: {e}"),
+        }
+    }
+    debug!("reply worker stopped");
+}
+
+/// Purges expired senders from the state store every hour until `stop` turns true.
+pub async fn purge_periodically(state: Arc<ReplyState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let s = state.clone();
+        match tokio::task::spawn_blocking(move || s.purge(unix_now())).await {
+            Ok(Ok(n)) if n > 0 => debug!("purged {n} expired senders from the state store"),
+            Ok(Err(e)) => error!("{e}"),
+            _ => {}
+        }
+    }
 }

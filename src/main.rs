@@ -3,12 +3,19 @@
 
 use clap::{Parser, Subcommand};
 use helpdesk_milter::config::{Config, DEFAULT_CONFIG_PATH};
+use helpdesk_milter::diagnostic::Diagnostics;
 use helpdesk_milter::listener::MilterListener;
-use helpdesk_milter::{commands, daemon};
-use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
+use helpdesk_milter::milter::Shared;
+use helpdesk_milter::outbox::{Outbox, OutboxConfig, Relay};
+use helpdesk_milter::reply_file::ReplyFile;
+use helpdesk_milter::state::ReplyState;
+use helpdesk_milter::{commands, daemon, watch};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, mpsc};
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -30,11 +37,30 @@ enum Command {
         #[arg(long, short, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Validate the configuration and every file it names; print FILE:LINE:COLUMN: message lines.
+    /// Validate the configuration and every file it names, or one reply file on its own;
+    /// print FILE:LINE:COLUMN: message lines.
     Check {
         /// Configuration file.
         #[arg(long, short, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Check only this reply file (no daemon configuration needed), as a merge-request CI job does.
+        #[arg(long, value_name = "FILE")]
+        reply: Option<PathBuf>,
+    },
+    /// Print the complete reply message (headers and encoded body) that would answer MESSAGE.
+    Preview {
+        /// The reply file.
+        #[arg(long, value_name = "FILE")]
+        reply: PathBuf,
+        /// Language of the reply (default: the one the daemon would pick for MESSAGE).
+        #[arg(long, value_name = "TAG")]
+        lang: Option<String>,
+        /// Configuration for From: and the like (default: built-in defaults).
+        #[arg(long, short, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The message to answer (RFC 5322); default: a sample request.
+        #[arg(value_name = "MESSAGE")]
+        message: Option<PathBuf>,
     },
     /// Print the header changes the daemon would make to one message (sends nothing, stores nothing).
     Classify {
@@ -57,39 +83,87 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config),
-        Command::Check { config } => match commands::check(&config) {
-            Ok(_) => {
-                println!("{}: OK", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(d) => {
-                println!("{d}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check { reply: Some(reply), .. } => report(ReplyFile::load(&reply).map(|_| ()), &reply),
+        Command::Check { config, reply: None } => report(commands::check(&config).map(|_| ()), &config),
         Command::Classify { config, sender, rcpt, file } => classify(config, sender, rcpt, file),
+        Command::Preview { reply, lang, config, message } => preview(reply, lang, config, message),
     }
 }
 
+fn report(result: Result<(), Diagnostics>, path: &Path) -> ExitCode {
+    match result {
+        Ok(()) => {
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(d) => {
+            println!("{d}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_input(file: Option<&Path>) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    match file {
+        None => std::io::stdin().read_to_end(&mut raw).map(drop)?,
+        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_end(&mut raw).map(drop)?,
+        Some(p) => raw = std::fs::read(p)?,
+    }
+    Ok(raw)
+}
+
+fn preview(
+    reply: PathBuf,
+    lang: Option<String>,
+    config: Option<PathBuf>,
+    message: Option<PathBuf>,
+) -> ExitCode {
+    let file = match ReplyFile::load(&reply) {
+        Ok(f) => f,
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match config {
+        Some(p) => match Config::load(&p) {
+            Ok(c) => c,
+            Err(d) => {
+                eprintln!("{d}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::defaults(Path::new(DEFAULT_CONFIG_PATH)),
+    };
+    let raw = match message.as_deref().map(|m| read_input(Some(m))).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("helpdesk-milter: cannot read the message: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = commands::preview(&config, &file, lang.as_deref(), raw.as_deref());
+    let _ = std::io::stdout().write_all(&out);
+    ExitCode::SUCCESS
+}
+
 fn classify(config: PathBuf, sender: Option<String>, rcpt: Vec<String>, file: Option<PathBuf>) -> ExitCode {
-    let config = match Config::load(&config) {
+    let (config, reply_file) = match commands::check(&config) {
         Ok(c) => c,
         Err(d) => {
             eprintln!("{d}");
             return ExitCode::FAILURE;
         }
     };
-    let mut raw = Vec::new();
-    let read = match file.as_deref() {
-        None => std::io::stdin().read_to_end(&mut raw).map(drop),
-        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_end(&mut raw).map(drop),
-        Some(p) => std::fs::read(p).map(|v| raw = v),
+    let raw = match read_input(file.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("helpdesk-milter: cannot read the message: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    if let Err(e) = read {
-        eprintln!("helpdesk-milter: cannot read the message: {e}");
-        return ExitCode::FAILURE;
-    }
-    match commands::classify(&config, &raw, sender.as_deref(), &rcpt) {
+    match commands::classify(&config, reply_file.as_ref(), &raw, sender.as_deref(), &rcpt) {
         Ok(changes) => {
             for c in changes {
                 println!("{c}");
@@ -119,7 +193,7 @@ fn init_logging(level: &str) {
 }
 
 fn run(config_path: PathBuf) -> ExitCode {
-    let config = match Config::load(&config_path) {
+    let (config, reply_file) = match commands::check(&config_path) {
         Ok(c) => c,
         Err(d) => {
             eprintln!("{d}");
@@ -134,48 +208,117 @@ fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let listener = match MilterListener::bind(&config.milter).await {
-            Ok(l) => l,
-            Err(e) => {
-                error!("cannot listen on {}: {e}", config.milter.listen);
-                return ExitCode::FAILURE;
-            }
+    runtime.block_on(serve(config_path, config, reply_file))
+}
+
+async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFile>) -> ExitCode {
+    let listener = match MilterListener::bind(&config.milter).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!("cannot listen on {}: {e}", config.milter.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut hup, mut term, mut int) = match (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+        _ => {
+            error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // Replies: state, outbox, the worker that writes them and the sender that delivers them.
+    let outbox_dir = config.state.directory.join("outbox");
+    let mut state = daemon::open_state(&config);
+    let outbox = match Outbox::open(&outbox_dir) {
+        Ok(o) => Some(Arc::new(o)),
+        Err(e) => {
+            error!("cannot open the outbox {}: {e}; no auto-reply will be sent", outbox_dir.display());
+            state = Arc::new(ReplyState::unavailable(format!("outbox unusable: {e}")));
+            None
+        }
+    };
+    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+    let wake = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(outbox) = &outbox {
+        tasks.push(tokio::spawn(daemon::reply_worker(jobs_rx, state.clone(), outbox.clone(), wake.clone())));
+        let relay =
+            Relay::parse(&config.autoreply.relay).unwrap_or(Relay { host: "127.0.0.1".into(), port: 25 });
+        let sender_config = OutboxConfig {
+            dir: outbox_dir.clone(),
+            relay,
+            retry_interval: config.autoreply.retry_interval,
+            lifetime: config.autoreply.lifetime,
+            helo_name: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
         };
-        let (mut hup, mut term, mut int) =
-            match (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-                (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-                _ => {
-                    error!("cannot install signal handlers");
-                    return ExitCode::FAILURE;
-                }
-            };
-        info!(
-            "helpdesk-milter {} listening on {} (configuration {})",
-            env!("CARGO_PKG_VERSION"),
-            listener.local_addr(),
-            config_path.display()
-        );
-        let shared = daemon::shared(config);
-        let reloader = shared.clone();
-        let shutdown = async move {
-            loop {
-                tokio::select! {
-                    _ = hup.recv() => { daemon::reload(&reloader); }
-                    _ = term.recv() => { info!("SIGTERM: finishing transactions in flight, then stopping"); break; }
-                    _ = int.recv() => { info!("SIGINT: finishing transactions in flight, then stopping"); break; }
-                }
-            }
+        let mut rx = stop_rx.clone();
+        let stopped = async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
-        match daemon::serve(listener, shared, shutdown).await {
-            Ok(()) => {
-                info!("stopped");
-                ExitCode::SUCCESS
-            }
+        tasks.push(tokio::spawn(helpdesk_milter::outbox::run_sender(
+            outbox.clone(),
+            sender_config,
+            wake.clone(),
+            stopped,
+        )));
+    }
+    tasks.push(tokio::spawn(daemon::purge_periodically(state.clone(), stop_rx.clone())));
+
+    let reply_path = config.autoreply.reply_file.clone();
+    let watch_reply = reply_file.is_some();
+    let listen = listener.local_addr();
+    let shared = Shared::new(config, reply_file, state, Some(jobs_tx));
+    let _watcher = if watch_reply {
+        match watch::watch_reply_file(shared.clone(), reply_path.clone()) {
+            Ok(w) => Some(w),
             Err(e) => {
-                error!("the milter socket failed: {e}");
-                ExitCode::FAILURE
+                error!("cannot watch {}: {e}; send SIGHUP to reload it", reply_path.display());
+                None
             }
         }
-    })
+    } else {
+        None
+    };
+    info!(
+        "helpdesk-milter {} listening on {listen} (configuration {})",
+        env!("CARGO_PKG_VERSION"),
+        config_path.display()
+    );
+    let reloader = shared.clone();
+    let shutdown = async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => { daemon::reload(&reloader); }
+                _ = term.recv() => { info!("SIGTERM: finishing transactions in flight, then stopping"); break; }
+                _ = int.recv() => { info!("SIGINT: finishing transactions in flight, then stopping"); break; }
+            }
+        }
+    };
+    let result = daemon::serve(listener, shared, shutdown).await;
+    // The callbacks are gone; with the watcher's handle, the last sender of reply jobs goes, so
+    // the worker drains the replies already decided and ends; then everything else stops.
+    drop(_watcher);
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    match result {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("the milter socket failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

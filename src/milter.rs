@@ -7,7 +7,10 @@
 use crate::classify::Envelope;
 use crate::config::{Config, OnError};
 use crate::message::MessageData;
-use crate::triage::{self, HeaderChange, Triage};
+use crate::reply::ReplyRequest;
+use crate::reply_file::ReplyFile;
+use crate::state::{ReplyState, Reservation};
+use crate::triage::{self, Deps, HeaderChange, Triage};
 use bytes::Bytes;
 use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext, ProtoOpts, Status,
@@ -15,10 +18,70 @@ use indymilter::{
 use std::ffi::{CStr, CString};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-/// The live configuration: replaced as a whole on reload, read once per message.
-pub type SharedConfig = Arc<RwLock<Arc<Config>>>;
+/// A reply decided at end of message, for the background worker to record and send.
+pub struct ReplyJob {
+    pub queue_id: String,
+    pub config: Arc<Config>,
+    /// The reply file version in force at end of message: the reply is built wholly from it.
+    pub reply_file: Arc<ReplyFile>,
+    pub request: ReplyRequest,
+    pub reservation: Reservation,
+}
+
+/// What the callbacks share with the rest of the daemon. The configuration and the reply file
+/// are replaced as a whole on reload; each message reads them once.
+pub struct Shared {
+    pub config: RwLock<Arc<Config>>,
+    pub reply_file: RwLock<Option<Arc<ReplyFile>>>,
+    pub state: Arc<ReplyState>,
+    /// Where queued replies go; None drops them (tests of the milter alone).
+    pub jobs: Option<mpsc::UnboundedSender<ReplyJob>>,
+}
+
+pub type SharedConfig = Arc<Shared>;
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        reply_file: Option<ReplyFile>,
+        state: Arc<ReplyState>,
+        jobs: Option<mpsc::UnboundedSender<ReplyJob>>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            config: RwLock::new(Arc::new(config)),
+            reply_file: RwLock::new(reply_file.map(Arc::new)),
+            state,
+            jobs,
+        })
+    }
+
+    pub fn reply_file(&self) -> Option<Arc<ReplyFile>> {
+        match self.reply_file.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set_reply_file(&self, file: ReplyFile) {
+        let file = Some(Arc::new(file));
+        match self.reply_file.write() {
+            Ok(mut g) => *g = file,
+            Err(p) => *p.into_inner() = file,
+        }
+    }
+
+    pub fn set_config(&self, config: Config) {
+        let config = Arc::new(config);
+        match self.config.write() {
+            Ok(mut g) => *g = config,
+            Err(p) => *p.into_inner() = config,
+        }
+    }
+}
 
 /// The actions this milter uses: add our headers, delete forged ones.
 pub const ACTIONS: Actions = Actions::ADD_HEADER.union(Actions::CHANGE_HEADER);
@@ -41,7 +104,7 @@ struct Transaction {
 /// Reads the current configuration. A poisoned lock still holds a valid configuration (it is only
 /// ever replaced whole), so it is used rather than failing the message.
 pub fn current(shared: &SharedConfig) -> Arc<Config> {
-    match shared.read() {
+    match shared.config.read() {
         Ok(g) => g.clone(),
         Err(p) => p.into_inner().clone(),
     }
@@ -149,10 +212,13 @@ async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
         return status_for(on_error);
     };
     let on_error = tx.config.milter.on_error;
+    let reply_file = shared.reply_file();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let deps = Deps { reply_file: reply_file.as_deref(), state: &shared.state, now };
     // The decision is pure and tested not to panic; should it ever, the message still follows
     // the configured policy instead of the connection dying.
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        triage::end_of_message(&tx.config, &tx.envelope, &tx.data)
+        triage::end_of_message(&tx.config, &deps, &tx.envelope, &tx.data)
     }));
     let triage = match outcome {
         Ok(Ok(t)) => t,
@@ -170,6 +236,21 @@ async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
         return status_for(on_error);
     }
     log_outcome(&qid, &triage);
+    // The reply is recorded, written and sent by the worker, after this transaction.
+    if let (Some((request, reservation)), Some(file)) = (triage.reply, reply_file)
+        && let Some(jobs) = &shared.jobs
+    {
+        let job = ReplyJob {
+            queue_id: qid.clone(),
+            config: tx.config.clone(),
+            reply_file: file,
+            request,
+            reservation,
+        };
+        if jobs.send(job).is_err() {
+            error!(queue_id = %qid, "the reply worker is gone; reply not sent");
+        }
+    }
     Status::Accept
 }
 
@@ -206,6 +287,8 @@ fn log_outcome(qid: &str, t: &Triage) {
             priority = class.priority().as_str(),
             encrypted = t.signals.encrypted,
             tags = t.signals.tags.len(),
+            topics = %t.topics.join(","),
+            autoreply = %t.decision.map(|d| d.header_value()).unwrap_or_default(),
             forged_removed = t.removed(),
             truncated = t.signals.truncated,
             "triaged"

@@ -3,10 +3,26 @@
 //! This is the one code path that both the milter's end-of-message callback and the `classify`
 //! command run, so that `classify` shows exactly what the daemon would do.
 
+use crate::address;
 use crate::classify::{self, Class, Envelope, Signals};
 use crate::config::Config;
 use crate::message::MessageData;
+use crate::policy::{self, Decision};
+use crate::reply::{self, ReplyRequest};
+use crate::reply_file::ReplyFile;
+use crate::state::{ReplyState, Reservation};
+use mail_parser::{HeaderName, HeaderValue, Message};
 use std::fmt;
+
+/// What the end of message reads besides the message: the reply file in force, the reply
+/// state, and the time.
+pub struct Deps<'a> {
+    /// None when auto-replies are off and no reply file is configured.
+    pub reply_file: Option<&'a ReplyFile>,
+    pub state: &'a ReplyState,
+    /// Unix seconds.
+    pub now: u64,
+}
 
 /// One change to the header of the incoming message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +52,12 @@ pub struct Triage {
     pub signals: Signals,
     /// Header changes, in the order they are to be applied.
     pub changes: Vec<HeaderChange>,
+    /// Ids of the reply file's topics recognised in a plaintext request.
+    pub topics: Vec<String>,
+    /// The auto-reply decision (None for mail not for the Help Desk).
+    pub decision: Option<Decision>,
+    /// The reply to send, with its reservation in the state, when the decision is `queued`.
+    pub reply: Option<(ReplyRequest, Reservation)>,
 }
 
 impl Triage {
@@ -64,9 +86,21 @@ impl fmt::Display for TriageError {
 impl std::error::Error for TriageError {}
 
 /// Decides the header changes for one message.
-pub fn end_of_message(cfg: &Config, env: &Envelope, data: &MessageData) -> Result<Triage, TriageError> {
+pub fn end_of_message(
+    cfg: &Config,
+    deps: &Deps<'_>,
+    env: &Envelope,
+    data: &MessageData,
+) -> Result<Triage, TriageError> {
     if !env.recipients.iter().any(|r| cfg.is_helpdesk_address(r)) {
-        return Ok(Triage { class: None, signals: Signals::default(), changes: Vec::new() });
+        return Ok(Triage {
+            class: None,
+            signals: Signals::default(),
+            changes: Vec::new(),
+            topics: Vec::new(),
+            decision: None,
+            reply: None,
+        });
     }
     if data.prefixed_overflow() {
         return Err(TriageError::TooManyPrefixedHeaders);
@@ -76,6 +110,37 @@ pub fn end_of_message(cfg: &Config, env: &Envelope, data: &MessageData) -> Resul
     let parsed = classify::parse(&raw);
     let signals = Signals::extract(h, env, parsed.as_ref(), data);
     let class = classify::classify(h, &signals);
+    let text = if signals.encrypted { None } else { parsed.as_ref().and_then(|m| m.body_text(0)) };
+
+    // Topics are recognised in plaintext requests only: ciphertext says nothing.
+    let topics = match (deps.reply_file, class) {
+        (Some(file), Class::Support | Class::Followup) if !signals.encrypted => {
+            let subject = signals.subject.as_deref().unwrap_or_default();
+            file.match_topics(&format!("{subject}\n{}", text.as_deref().unwrap_or_default()))
+        }
+        _ => Vec::new(),
+    };
+
+    // Without a reply file there is nothing to send: as if replies were switched off.
+    let mut decision = if deps.reply_file.is_none() {
+        Some(Decision::Suppressed(policy::Reason::Disabled))
+    } else {
+        policy::message_rules(&cfg.policy, &signals, class).map(Decision::Suppressed)
+    };
+    let mut reply = None;
+    if decision.is_none() {
+        let canonical = policy::canonical_sender(&env.sender);
+        let (d, reservation) =
+            deps.state.decide_and_reserve(&canonical, deps.now, cfg.autoreply.interval, |view| {
+                policy::decide(&cfg.policy, &signals, class, view)
+            });
+        decision = Some(d);
+        if let Some(r) = reservation {
+            let request = reply_request(env, parsed.as_ref(), text.as_deref());
+            reply = Some((request, r));
+        }
+    }
+    let decision = decision.unwrap_or(Decision::Suppressed(policy::Reason::Class));
 
     let mut changes = Vec::new();
     for (name, count) in data.prefixed_headers() {
@@ -98,7 +163,53 @@ pub fn end_of_message(cfg: &Config, env: &Envelope, data: &MessageData) -> Resul
     if !signals.tags.is_empty() {
         add("Tags", signals.tags.join(", "));
     }
-    Ok(Triage { class: Some(class), signals, changes })
+    if !topics.is_empty() {
+        add("Topic", topics.join(", "));
+    }
+    add("Autoreply", decision.header_value());
+    Ok(Triage { class: Some(class), signals, changes, topics, decision: Some(decision), reply })
+}
+
+/// IDs of a Message-ID-like header, without angle brackets.
+fn ids(v: &HeaderValue<'_>) -> Vec<String> {
+    match v {
+        HeaderValue::Text(t) => vec![t.to_string()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What the reply needs from the incoming message. Nothing of its content is quoted.
+pub fn reply_request(env: &Envelope, msg: Option<&Message<'_>>, text: Option<&str>) -> ReplyRequest {
+    let mut req = ReplyRequest { recipient: env.sender_exact.clone(), ..ReplyRequest::default() };
+    let Some(msg) = msg else { return req };
+    // The To: display name comes from a header whose address is the envelope sender (Pigeonhole).
+    req.to_name = [HeaderName::Sender, HeaderName::ResentFrom, HeaderName::From].iter().find_map(|name| {
+        msg.header(name.clone())?
+            .as_address()?
+            .iter()
+            .find(|a| a.address().is_some_and(|x| address::normalize(x) == env.sender))?
+            .name()
+            .map(|n| n.replace(['\r', '\n'], " "))
+    });
+    req.message_id = msg.message_id().map(str::to_string);
+    req.references = ids(msg.references());
+    if req.references.is_empty() {
+        req.references = ids(msg.in_reply_to());
+        req.references.truncate(1);
+    }
+    if let Some(langs) = msg.header(HeaderName::ContentLanguage) {
+        let raw = match langs {
+            HeaderValue::Text(t) => t.to_string(),
+            HeaderValue::TextList(l) => l.join(","),
+            _ => String::new(),
+        };
+        req.languages.extend(raw.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()));
+    }
+    if let Some(lang) = text.and_then(reply::detect_language) {
+        req.languages.push(lang.to_string());
+    }
+    req
 }
 
 #[cfg(test)]
@@ -109,7 +220,9 @@ mod tests {
     fn run(sender: &str, rcpts: &[&str], raw: &str) -> Triage {
         let cfg = Config::defaults(Path::new("/x.toml"));
         let data = MessageData::from_rfc5322(raw.as_bytes(), &cfg.helpdesk.header_prefix, 1 << 18, 1 << 16);
-        end_of_message(&cfg, &Envelope::new(sender, rcpts), &data).unwrap()
+        let state = ReplyState::in_memory();
+        let deps = Deps { reply_file: None, state: &state, now: 1_000_000 };
+        end_of_message(&cfg, &deps, &Envelope::new(sender, rcpts), &data).unwrap()
     }
 
     fn lines(t: &Triage) -> Vec<String> {
@@ -137,6 +250,7 @@ mod tests {
                 "X-HelpDesk-Priority: normal",
                 "X-HelpDesk-Encrypted: no",
                 "X-HelpDesk-Tags: FT",
+                "X-HelpDesk-Autoreply: suppressed (disabled)",
             ]
         );
         assert_eq!(t.changes[0], HeaderChange::Delete { name: b"X-HelpDesk-Class".to_vec(), index: 2 });
@@ -155,6 +269,7 @@ mod tests {
                 "X-HelpDesk-Priority: normal",
                 "X-HelpDesk-Report-Id: wb:4ffd523ac6b83288ba219a6a55f4971b",
                 "X-HelpDesk-Encrypted: yes",
+                "X-HelpDesk-Autoreply: suppressed (disabled)",
             ]
         );
     }

@@ -46,6 +46,7 @@ fn cases() -> Vec<Case> {
                 "X-HelpDesk-Priority: normal",
                 "X-HelpDesk-Report-Id: wb:4ffd523ac6b83288ba219a6a55f4971b",
                 "X-HelpDesk-Encrypted: yes",
+                "X-HelpDesk-Autoreply: suppressed (class)",
             ],
         },
         Case {
@@ -62,6 +63,7 @@ fn cases() -> Vec<Case> {
                 "X-HelpDesk-Class: support",
                 "X-HelpDesk-Priority: normal",
                 "X-HelpDesk-Encrypted: no",
+                "X-HelpDesk-Autoreply: queued",
             ],
         },
         Case {
@@ -78,6 +80,7 @@ fn cases() -> Vec<Case> {
                 "X-HelpDesk-Class: support",
                 "X-HelpDesk-Priority: normal",
                 "X-HelpDesk-Encrypted: yes",
+                "X-HelpDesk-Autoreply: queued",
             ],
         },
         Case {
@@ -94,6 +97,7 @@ fn cases() -> Vec<Case> {
                 "X-HelpDesk-Class: followup",
                 "X-HelpDesk-Priority: normal",
                 "X-HelpDesk-Encrypted: no",
+                "X-HelpDesk-Autoreply: suppressed (class)",
             ],
         },
         Case {
@@ -111,6 +115,7 @@ fn cases() -> Vec<Case> {
                 "X-HelpDesk-Priority: high",
                 "X-HelpDesk-Encrypted: no",
                 "X-HelpDesk-Tags: FT",
+                "X-HelpDesk-Autoreply: suppressed (class)",
             ],
         },
         Case {
@@ -127,6 +132,7 @@ fn cases() -> Vec<Case> {
                 "X-HelpDesk-Class: automated",
                 "X-HelpDesk-Priority: low",
                 "X-HelpDesk-Encrypted: no",
+                "X-HelpDesk-Autoreply: suppressed (null-sender)",
             ],
         },
         Case {
@@ -139,7 +145,12 @@ fn cases() -> Vec<Case> {
                     "From: winner@lottery.example\nTo: support@tails.net\nSubject: You won\nX-Spam-Flag: YES\nMessage-ID: <w@lottery.example>\n\nClaim now.\n",
                 ),
             ),
-            expected: &["X-HelpDesk-Class: spam", "X-HelpDesk-Priority: low", "X-HelpDesk-Encrypted: no"],
+            expected: &[
+                "X-HelpDesk-Class: spam",
+                "X-HelpDesk-Priority: low",
+                "X-HelpDesk-Encrypted: no",
+                "X-HelpDesk-Autoreply: suppressed (spam)",
+            ],
         },
         Case {
             name: "forged",
@@ -155,6 +166,7 @@ fn cases() -> Vec<Case> {
                 "X-HelpDesk-Class: support",
                 "X-HelpDesk-Priority: normal",
                 "X-HelpDesk-Encrypted: no",
+                "X-HelpDesk-Autoreply: queued",
             ],
         },
         Case {

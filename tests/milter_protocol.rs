@@ -3,12 +3,17 @@
 use helpdesk_milter::config::Config;
 use helpdesk_milter::daemon;
 use helpdesk_milter::listener::MilterListener;
+use helpdesk_milter::milter::{ReplyJob, Shared};
+use helpdesk_milter::reply_file::ReplyFile;
+use helpdesk_milter::state::ReplyState;
 use indymilter::{Actions, MacroStage, ProtoOpts};
 use indymilter_test::{EomAction, Status, TestConnection};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -16,16 +21,32 @@ struct Milter {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The replies the milter decided to send.
+    jobs: mpsc::UnboundedReceiver<ReplyJob>,
 }
 
 impl Milter {
     async fn start(config_text: &str) -> Milter {
         let config = Config::parse(Path::new("/test/helpdesk-milter.toml"), config_text).unwrap();
+        let reply_file =
+            ReplyFile::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reply.toml")));
+        let (jobs_tx, jobs) = mpsc::unbounded_channel();
+        let shared =
+            Shared::new(config, Some(reply_file.unwrap()), Arc::new(ReplyState::in_memory()), Some(jobs_tx));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (stop, rx) = oneshot::channel();
-        let task = tokio::spawn(daemon::serve(MilterListener::from_tcp(l), daemon::shared(config), rx));
-        Milter { addr, stop, task }
+        let task = tokio::spawn(daemon::serve(MilterListener::from_tcp(l), shared, rx));
+        Milter { addr, stop, task, jobs }
+    }
+
+    /// The replies queued so far.
+    fn replies(&mut self) -> Vec<ReplyJob> {
+        let mut out = Vec::new();
+        while let Ok(j) = self.jobs.try_recv() {
+            out.push(j);
+        }
+        out
     }
 
     async fn connect(&self) -> TestConnection {
@@ -115,7 +136,7 @@ async fn negotiates_only_what_it_uses() {
 
 #[tokio::test]
 async fn support_request_gets_the_triage_headers() {
-    let m = Milter::start("").await;
+    let mut m = Milter::start("").await;
     let mut conn = m.connect().await;
     let headers = [
         ("From", "Alice <alice@example.org>"),
@@ -133,8 +154,13 @@ async fn support_request_gets_the_triage_headers() {
             add("X-HelpDesk-Priority", "normal"),
             add("X-HelpDesk-Encrypted", "no"),
             add("X-HelpDesk-Tags", "FT"),
+            add("X-HelpDesk-Autoreply", "queued"),
         ]
     );
+    let replies = m.replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].request.recipient, "alice@example.org");
+    assert_eq!(replies[0].request.message_id.as_deref(), Some("1@example.org"));
     conn.close().await.unwrap();
     m.stop().await;
 }
@@ -162,6 +188,7 @@ async fn forged_headers_are_deleted_then_ours_added() {
             add("X-HelpDesk-Class", "support"),
             add("X-HelpDesk-Priority", "normal"),
             add("X-HelpDesk-Encrypted", "no"),
+            add("X-HelpDesk-Autoreply", "suppressed (not-addressed)"),
         ]
     );
     m.stop().await;
@@ -181,7 +208,7 @@ async fn mail_for_others_is_untouched_even_with_forged_headers() {
 
 #[tokio::test]
 async fn whisperback_report_over_the_protocol() {
-    let m = Milter::start("").await;
+    let mut m = Milter::start("").await;
     let mut conn = m.connect().await;
     let raw = include_bytes!("data/whisperback-sample.eml");
     let split = raw.windows(2).position(|w| w == b"\n\n").unwrap();
@@ -200,8 +227,10 @@ async fn whisperback_report_over_the_protocol() {
             add("X-HelpDesk-Priority", "normal"),
             add("X-HelpDesk-Report-Id", "wb:4ffd523ac6b83288ba219a6a55f4971b"),
             add("X-HelpDesk-Encrypted", "yes"),
+            add("X-HelpDesk-Autoreply", "suppressed (class)"),
         ]
     );
+    assert!(m.replies().is_empty(), "never a reply to WhisperBack");
     m.stop().await;
 }
 
@@ -310,5 +339,84 @@ async fn sequential_transactions_do_not_stall() {
         elapsed < Duration::from_secs(4),
         "200 transactions took {elapsed:?}: the delayed-ACK stall is back"
     );
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn one_reply_per_sender_per_interval_and_per_message() {
+    let mut m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    let headers = [("From", "Dana <dana@example.org>"), ("To", "support@tails.net, help@tails.net")];
+    // Two Help Desk recipients, one reply.
+    let (actions, _) = transaction(
+        &mut conn,
+        "<Dana@Example.org>",
+        &["<support@tails.net>", "<support@tails.net>"],
+        &headers,
+        b"x",
+    )
+    .await;
+    assert!(actions.contains(&add("X-HelpDesk-Autoreply", "queued")));
+    // The same person again, through a forwarder's SRS address: within the interval.
+    let (actions, _) = transaction(
+        &mut conn,
+        "<SRS0=abc=TT=example.org=dana@fwd.example>",
+        &["<support@tails.net>"],
+        &headers,
+        b"x",
+    )
+    .await;
+    assert!(actions.contains(&add("X-HelpDesk-Autoreply", "suppressed (interval)")), "{actions:?}");
+    let replies = m.replies();
+    assert_eq!(replies.len(), 1);
+    // The reply goes to the exact envelope sender.
+    assert_eq!(replies[0].request.recipient, "Dana@Example.org");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_messages_from_one_sender_get_one_reply() {
+    let mut m = Milter::start("").await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let addr = m.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut conn = TestConnection::open(addr).await.unwrap();
+            let headers = [("From", "erin@example.org"), ("To", "support@tails.net")];
+            let (actions, _) =
+                transaction(&mut conn, "<erin@example.org>", &["<support@tails.net>"], &headers, b"x").await;
+            actions
+        }));
+    }
+    let mut queued = 0;
+    for t in tasks {
+        if t.await.unwrap().contains(&add("X-HelpDesk-Autoreply", "queued")) {
+            queued += 1;
+        }
+    }
+    assert_eq!(queued, 1);
+    assert_eq!(m.replies().len(), 1);
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_coming_back_through_the_milter_is_not_answered() {
+    let mut m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    // What our own reply looks like if it reaches a Help Desk address.
+    let headers = [
+        ("From", "Tails Help Desk <support@tails.net>"),
+        ("To", "support@tails.net"),
+        ("Auto-Submitted", "auto-replied"),
+        ("Precedence", "bulk"),
+        ("X-Loop", "support@tails.net"),
+    ];
+    let (actions, _) = transaction(&mut conn, "<>", &["<support@tails.net>"], &headers, b"x").await;
+    assert!(actions.contains(&add("X-HelpDesk-Autoreply", "suppressed (null-sender)")), "{actions:?}");
+    // Even with a non-null envelope sender, the loop marker and our own address stop it.
+    let (actions, _) =
+        transaction(&mut conn, "<relay@example.org>", &["<support@tails.net>"], &headers, b"x").await;
+    assert!(actions.contains(&add("X-HelpDesk-Autoreply", "suppressed (auto-submitted)")), "{actions:?}");
+    assert!(m.replies().is_empty());
     m.stop().await;
 }

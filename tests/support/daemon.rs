@@ -23,24 +23,73 @@ impl Daemon {
     /// Starts the daemon on a free loopback port with the default configuration plus `extra` TOML
     /// (appended to the `[milter]` table's file; start it with a table header).
     pub fn start(extra: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        Daemon::start_on(free_port(), extra)
+    }
+
+    /// Starts the daemon on a given loopback port. Its state directory and its reply file (a copy
+    /// of tests/data/reply.toml) are in its own temporary directory; `extra` may add any table but
+    /// `[milter]` and `[state]`.
+    pub fn start_on(port: u16, extra: &str) -> Daemon {
+        let dir = Daemon::dir_with_reply_file();
         let config = dir.path().join("helpdesk-milter.toml");
-        std::fs::write(&config, format!("[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n{extra}\n")).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n[state]\ndirectory = \"state\"\n{extra}\n"
+            ),
+        )
+        .unwrap();
         let log = dir.path().join("daemon.log");
         let mut d = Daemon { dir, config, port, socket: None, child: None, log };
         d.spawn();
         d
     }
 
+    fn dir_with_reply_file() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reply.toml"),
+            dir.path().join("reply.toml"),
+        )
+        .unwrap();
+        dir
+    }
+
+    pub fn reply_file(&self) -> PathBuf {
+        self.dir.path().join("reply.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Restarts the daemon with the same configuration and state.
+    pub fn restart(&mut self) {
+        assert_eq!(self.stop(), Some(0), "{}", self.log());
+        self.spawn();
+    }
+
+    /// Waits until the log contains `needle` (`count` times).
+    pub fn wait_log(&self, needle: &str, count: usize) {
+        let t0 = Instant::now();
+        while self.log().matches(needle).count() < count {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "no {needle:?} x{count} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the daemon on a UNIX socket (group postfix, mode 0660) plus `extra` TOML.
     pub fn start_unix(socket: &Path, extra: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = Daemon::dir_with_reply_file();
         let config = dir.path().join("helpdesk-milter.toml");
         std::fs::write(
             &config,
             format!(
-                "[milter]\nlisten = \"unix:{}\"\nsocket_group = \"postfix\"\nsocket_mode = \"0660\"\n{extra}\n",
+                "[milter]\nlisten = \"unix:{}\"\nsocket_group = \"postfix\"\nsocket_mode = \"0660\"\n[state]\ndirectory = \"state\"\n{extra}\n",
                 socket.display()
             ),
         )

@@ -1,0 +1,366 @@
+//! The reply policy: whether a message gets the standard reply, and if not, why.
+//!
+//! A pure function of the message's signals and a view of the state (who was answered, how many
+//! replies went out this hour), so that every rule is unit-tested on plain data. The rules are
+//! those of `autoreply-rules.md` (RFC 3834, RFC 5230 and the best responders): every suppress
+//! rule is evaluated and the first reason in a fixed order is recorded.
+
+use crate::address;
+use crate::classify::{Class, Signals};
+use std::fmt;
+
+/// Why no reply is sent. The words appear in `X-HelpDesk-Autoreply: suppressed (<reason>)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Auto-replies are switched off.
+    Disabled,
+    /// MAIL FROM:<> (F1): never answer a bounce.
+    NullSender,
+    /// An `Auto-Submitted` other than `no` (F2).
+    AutoSubmitted,
+    /// `Precedence: bulk|list|junk|auto_reply` (F3).
+    Precedence,
+    /// A mailing-list header (F4).
+    List,
+    /// `X-Auto-Response-Suppress: All|AutoReply|OOF` (F5).
+    AutoResponseSuppress,
+    /// Our own loop marker, or `X-Loop: yes` (F6).
+    Loop,
+    /// mailer-daemon, noreply and other role senders (F7).
+    RoleSender,
+    /// From our own address or a system address (F8).
+    OwnAddress,
+    /// The Help Desk address is not in To/Cc/Bcc/Resent-* (F9).
+    NotAddressed,
+    /// An upstream spam verdict (F10).
+    Spam,
+    /// Other responders' and bulk senders' markers, delivery reports (F11).
+    Bulk,
+    /// Not a new support request (WhisperBack, follow-up, team, automated, spam).
+    Class,
+    /// This sender was answered within the interval (F12).
+    Interval,
+    /// The global or per-domain cap on replies per hour is reached (F16).
+    Cap,
+    /// The state store cannot be used: no reply rather than a possible duplicate (F15).
+    Store,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 16] = [
+        Reason::Disabled,
+        Reason::NullSender,
+        Reason::AutoSubmitted,
+        Reason::Precedence,
+        Reason::List,
+        Reason::AutoResponseSuppress,
+        Reason::Loop,
+        Reason::RoleSender,
+        Reason::OwnAddress,
+        Reason::NotAddressed,
+        Reason::Spam,
+        Reason::Bulk,
+        Reason::Class,
+        Reason::Interval,
+        Reason::Cap,
+        Reason::Store,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Disabled => "disabled",
+            Reason::NullSender => "null-sender",
+            Reason::AutoSubmitted => "auto-submitted",
+            Reason::Precedence => "precedence",
+            Reason::List => "list",
+            Reason::AutoResponseSuppress => "auto-response-suppress",
+            Reason::Loop => "loop",
+            Reason::RoleSender => "role-sender",
+            Reason::OwnAddress => "own-address",
+            Reason::NotAddressed => "not-addressed",
+            Reason::Spam => "spam",
+            Reason::Bulk => "bulk",
+            Reason::Class => "class",
+            Reason::Interval => "interval",
+            Reason::Cap => "cap",
+            Reason::Store => "store",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The decision, as it appears in `X-HelpDesk-Autoreply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Queued,
+    Suppressed(Reason),
+}
+
+impl Decision {
+    pub fn header_value(self) -> String {
+        match self {
+            Decision::Queued => "queued".into(),
+            Decision::Suppressed(r) => format!("suppressed ({r})"),
+        }
+    }
+}
+
+/// What the policy needs from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub enabled: bool,
+    /// Our loop token, the address in our replies' `X-Loop` (lowercased).
+    pub loop_token: String,
+    /// The Help Desk's addresses and aliases (lowercased): F8 and F9.
+    pub own_addresses: Vec<String>,
+    /// Other addresses of this system that must never be answered (lowercased): F8.
+    pub system_addresses: Vec<String>,
+    /// F9: require the Help Desk address in To/Cc/Bcc/Resent-*.
+    pub require_addressed: bool,
+    pub max_per_hour: u32,
+    pub max_per_domain_per_hour: u32,
+}
+
+/// What the state says about this sender and this hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateView {
+    /// The sender got a reply less than an interval ago.
+    pub answered_recently: bool,
+    /// Replies queued in the last hour, all senders.
+    pub replies_last_hour: u32,
+    /// Replies queued in the last hour to the sender's domain.
+    pub domain_replies_last_hour: u32,
+    /// The store cannot be used.
+    pub unavailable: bool,
+}
+
+/// The rules that depend on the message alone, in the order their reasons are recorded.
+pub fn message_rules(cfg: &PolicyConfig, s: &Signals, class: Class) -> Option<Reason> {
+    let own = |a: &str| cfg.own_addresses.iter().chain(&cfg.system_addresses).any(|o| o == a);
+    let from_own = s.from.as_deref().is_some_and(own);
+    let checks = [
+        (!cfg.enabled, Reason::Disabled),
+        (s.null_sender, Reason::NullSender),
+        (s.auto_submitted, Reason::AutoSubmitted),
+        (s.precedence_bulk, Reason::Precedence),
+        (s.list_headers, Reason::List),
+        (s.auto_response_suppress, Reason::AutoResponseSuppress),
+        (s.x_loop.iter().any(|v| is_loop(&cfg.loop_token, v)), Reason::Loop),
+        (s.role_sender, Reason::RoleSender),
+        (own(&s.sender) || from_own, Reason::OwnAddress),
+        (cfg.require_addressed && !s.addressed, Reason::NotAddressed),
+        (s.spam, Reason::Spam),
+        (s.autoresponder_headers || s.report, Reason::Bulk),
+        (class != Class::Support, Reason::Class),
+    ];
+    checks.into_iter().find_map(|(hit, reason)| hit.then_some(reason))
+}
+
+/// An `X-Loop` value that marks a loop: ours (it contains our token) or a generic yes/true.
+fn is_loop(token: &str, value: &str) -> bool {
+    let v = value.trim().to_lowercase();
+    v == "yes" || v == "true" || (!token.is_empty() && v.contains(token))
+}
+
+/// The rules that depend on the state.
+pub fn state_rules(cfg: &PolicyConfig, view: &StateView) -> Option<Reason> {
+    if view.unavailable {
+        Some(Reason::Store)
+    } else if view.answered_recently {
+        Some(Reason::Interval)
+    } else if view.replies_last_hour >= cfg.max_per_hour
+        || view.domain_replies_last_hour >= cfg.max_per_domain_per_hour
+    {
+        Some(Reason::Cap)
+    } else {
+        None
+    }
+}
+
+/// The whole decision.
+pub fn decide(cfg: &PolicyConfig, s: &Signals, class: Class, view: &StateView) -> Decision {
+    match message_rules(cfg, s, class).or_else(|| state_rules(cfg, view)) {
+        Some(r) => Decision::Suppressed(r),
+        None => Decision::Queued,
+    }
+}
+
+/// The key under which a sender is remembered (F13): lowercase, BATV tag removed, SRS decoded,
+/// so that the same person is recognised behind forwarders and bounce-address tagging.
+pub fn canonical_sender(sender: &str) -> String {
+    let a = address::normalize(sender);
+    let Some((local, domain)) = address::split(&a) else { return a };
+    // BATV: prvs=TAG=local@domain (RFC draft), also seen as prvs=local/TAG.
+    let local = match local.strip_prefix("prvs=").or_else(|| local.strip_prefix("msprvs1=")) {
+        Some(rest) => match rest.split_once('=') {
+            Some((_, orig)) if !orig.is_empty() => orig,
+            _ => local,
+        },
+        None => local,
+    };
+    // SRS0=HASH=TT=orig-domain=orig-local@forwarder; SRS1=HASH=forwarder==HASH=TT=domain=local@...
+    if let Some(rest) = local.strip_prefix("srs0=").or_else(|| local.strip_prefix("srs0+")).or_else(|| {
+        local
+            .strip_prefix("srs1=")
+            .or_else(|| local.strip_prefix("srs1+"))
+            .and_then(|r| r.split_once("==").map(|(_, x)| x))
+    }) {
+        let parts: Vec<&str> = rest.splitn(4, '=').collect();
+        if let [_hash, _tt, orig_domain, orig_local] = parts[..]
+            && !orig_domain.is_empty()
+            && !orig_local.is_empty()
+        {
+            return format!("{orig_local}@{orig_domain}");
+        }
+    }
+    format!("{local}@{domain}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> PolicyConfig {
+        PolicyConfig {
+            enabled: true,
+            loop_token: "support@tails.net".into(),
+            own_addresses: vec!["support@tails.net".into(), "tails-support-private@boum.org".into()],
+            system_addresses: vec!["root@mail.tails.net".into()],
+            require_addressed: true,
+            max_per_hour: 100,
+            max_per_domain_per_hour: 10,
+        }
+    }
+
+    /// A plain new request: every rule passes.
+    fn request() -> Signals {
+        Signals {
+            sender: "alice@example.org".into(),
+            from: Some("alice@example.org".into()),
+            addressed: true,
+            ..Signals::default()
+        }
+    }
+
+    fn decide_msg(s: &Signals, class: Class) -> Decision {
+        decide(&cfg(), s, class, &StateView::default())
+    }
+
+    #[test]
+    fn a_plain_request_is_queued() {
+        assert_eq!(decide_msg(&request(), Class::Support), Decision::Queued);
+        assert_eq!(Decision::Queued.header_value(), "queued");
+    }
+
+    #[test]
+    fn each_rule_suppresses_with_its_reason() {
+        type Change = Box<dyn Fn(&mut Signals, &mut PolicyConfig)>;
+        let cases: Vec<(Change, Reason)> = vec![
+            (Box::new(|_, c| c.enabled = false), Reason::Disabled),
+            (
+                Box::new(|s, _| {
+                    s.null_sender = true;
+                    s.sender.clear()
+                }),
+                Reason::NullSender,
+            ),
+            (Box::new(|s, _| s.auto_submitted = true), Reason::AutoSubmitted),
+            (Box::new(|s, _| s.precedence_bulk = true), Reason::Precedence),
+            (Box::new(|s, _| s.list_headers = true), Reason::List),
+            (Box::new(|s, _| s.auto_response_suppress = true), Reason::AutoResponseSuppress),
+            (Box::new(|s, _| s.x_loop = vec!["Support@Tails.net".into()]), Reason::Loop),
+            (Box::new(|s, _| s.x_loop = vec!["yes".into()]), Reason::Loop),
+            (Box::new(|s, _| s.role_sender = true), Reason::RoleSender),
+            (Box::new(|s, _| s.sender = "support@tails.net".into()), Reason::OwnAddress),
+            (Box::new(|s, _| s.from = Some("tails-support-private@boum.org".into())), Reason::OwnAddress),
+            (Box::new(|s, _| s.sender = "root@mail.tails.net".into()), Reason::OwnAddress),
+            (Box::new(|s, _| s.addressed = false), Reason::NotAddressed),
+            (Box::new(|s, _| s.spam = true), Reason::Spam),
+            (Box::new(|s, _| s.autoresponder_headers = true), Reason::Bulk),
+            (Box::new(|s, _| s.report = true), Reason::Bulk),
+        ];
+        for (i, (change, reason)) in cases.iter().enumerate() {
+            let (mut s, mut c) = (request(), cfg());
+            change(&mut s, &mut c);
+            assert_eq!(
+                decide(&c, &s, Class::Support, &StateView::default()),
+                Decision::Suppressed(*reason),
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_support_mail_is_answered() {
+        for class in Class::ALL {
+            let expected =
+                if class == Class::Support { Decision::Queued } else { Decision::Suppressed(Reason::Class) };
+            assert_eq!(decide_msg(&request(), class), expected, "{class}");
+        }
+    }
+
+    #[test]
+    fn not_addressed_is_configurable() {
+        let mut c = cfg();
+        c.require_addressed = false;
+        let s = Signals { addressed: false, ..request() };
+        assert_eq!(decide(&c, &s, Class::Support, &StateView::default()), Decision::Queued);
+    }
+
+    #[test]
+    fn first_reason_in_order_is_recorded() {
+        let s = Signals { null_sender: true, auto_submitted: true, list_headers: true, ..request() };
+        assert_eq!(decide_msg(&s, Class::Automated), Decision::Suppressed(Reason::NullSender));
+        assert_eq!(Decision::Suppressed(Reason::NullSender).header_value(), "suppressed (null-sender)");
+    }
+
+    #[test]
+    fn state_rules() {
+        let s = request();
+        let c = cfg();
+        let view = |f: fn(&mut StateView)| {
+            let mut v = StateView::default();
+            f(&mut v);
+            decide(&c, &s, Class::Support, &v)
+        };
+        assert_eq!(view(|v| v.answered_recently = true), Decision::Suppressed(Reason::Interval));
+        assert_eq!(view(|v| v.replies_last_hour = 100), Decision::Suppressed(Reason::Cap));
+        assert_eq!(view(|v| v.replies_last_hour = 99), Decision::Queued);
+        assert_eq!(view(|v| v.domain_replies_last_hour = 10), Decision::Suppressed(Reason::Cap));
+        assert_eq!(view(|v| v.unavailable = true), Decision::Suppressed(Reason::Store));
+        // A message rule wins over the state: nothing to reserve for a bounce.
+        let bounce = Signals { null_sender: true, ..request() };
+        assert_eq!(
+            decide(&c, &bounce, Class::Support, &StateView { answered_recently: true, ..Default::default() }),
+            Decision::Suppressed(Reason::NullSender)
+        );
+    }
+
+    #[test]
+    fn loop_marker_matching() {
+        assert!(is_loop("support@tails.net", " SUPPORT@tails.net "));
+        assert!(is_loop("support@tails.net", "True"));
+        assert!(!is_loop("support@tails.net", "other@example.org"));
+        assert!(!is_loop("", "anything"));
+    }
+
+    #[test]
+    fn canonical_senders() {
+        assert_eq!(canonical_sender("<Alice@Example.ORG>"), "alice@example.org");
+        assert_eq!(canonical_sender("prvs=1234abcd=alice@example.org"), "alice@example.org");
+        assert_eq!(canonical_sender("SRS0=HHH=TT=example.org=alice@forwarder.example"), "alice@example.org");
+        assert_eq!(
+            canonical_sender("SRS1=XXX=fwd1.example==HHH=TT=example.org=alice@fwd2.example"),
+            "alice@example.org"
+        );
+        // Malformed tags are kept as they are rather than guessed at.
+        assert_eq!(canonical_sender("srs0=broken@forwarder.example"), "srs0=broken@forwarder.example");
+        assert_eq!(canonical_sender("prvs=@example.org"), "prvs=@example.org");
+        assert_eq!(canonical_sender(""), "");
+    }
+}
