@@ -731,8 +731,8 @@ impl Validator<'_> {
         const DAY: Duration = Duration::from_secs(86400);
         let min_interval = if *a.allow_short_interval.get_ref() { Duration::from_secs(60) } else { DAY };
         let relay = a.relay.get_ref().trim().to_string();
-        if !relay.starts_with("smtp://") {
-            self.error(&a.relay, "autoreply.relay: expected smtp://HOST[:PORT]");
+        if let Err(e) = crate::outbox::Relay::parse(&relay) {
+            self.error(&a.relay, format!("autoreply.relay: {e}"));
         }
         let max_per_hour = self.positive(&a.max_per_hour, "autoreply.max_per_hour", 1);
         let max_per_domain =
