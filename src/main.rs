@@ -10,6 +10,7 @@ use helpdesk_milter::outbox::{Outbox, OutboxConfig, Relay};
 use helpdesk_milter::reply_file::ReplyFile;
 use helpdesk_milter::state::ReplyState;
 use helpdesk_milter::{commands, daemon, watch};
+use sd_notify::NotifyState;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -181,15 +182,28 @@ fn classify(config: PathBuf, sender: Option<String>, rcpt: Vec<String>, file: Op
 }
 
 fn init_logging(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     // HELPDESK_MILTER_LOG (tracing filter syntax) overrides the configured level, for debugging.
     let filter = tracing_subscriber::EnvFilter::try_from_env("HELPDESK_MILTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    // Under systemd, stderr is a journal stream: log to the journal directly instead, so that the
+    // fields (queue ID, class, decision) are journal fields that journalctl can select on.
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    let stderr = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+    });
+    tracing_subscriber::registry().with(filter).with(journald).with(stderr).init();
+}
+
+/// Tells systemd (Type=notify) about the daemon's state; a no-op outside systemd.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
 }
 
 fn run(config_path: PathBuf) -> ExitCode {
@@ -293,15 +307,25 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
         env!("CARGO_PKG_VERSION"),
         config_path.display()
     );
+    // Ready: the socket is bound and the reply file loaded.
+    notify(&[NotifyState::Ready, NotifyState::Status(&format!("listening on {listen}"))]);
     let reloader = shared.clone();
     let shutdown = async move {
         loop {
             tokio::select! {
-                _ = hup.recv() => { daemon::reload(&reloader); }
+                _ = hup.recv() => {
+                    let mut states = vec![NotifyState::Reloading];
+                    // systemd 253 and later require the monotonic time with RELOADING=1.
+                    states.extend(NotifyState::monotonic_usec_now().ok());
+                    notify(&states);
+                    daemon::reload(&reloader);
+                    notify(&[NotifyState::Ready]);
+                }
                 _ = term.recv() => { info!("SIGTERM: finishing transactions in flight, then stopping"); break; }
                 _ = int.recv() => { info!("SIGINT: finishing transactions in flight, then stopping"); break; }
             }
         }
+        notify(&[NotifyState::Stopping]);
     };
     let result = daemon::serve(listener, shared, shutdown).await;
     // The callbacks are gone; with the watcher's handle, the last sender of reply jobs goes, so

@@ -15,6 +15,8 @@ pub struct Daemon {
     pub port: u16,
     /// The UNIX socket it listens on instead of the port, if any.
     pub socket: Option<PathBuf>,
+    /// Extra environment for the daemon process.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -40,7 +42,26 @@ impl Daemon {
         )
         .unwrap();
         let log = dir.path().join("daemon.log");
-        let mut d = Daemon { dir, config, port, socket: None, child: None, log };
+        let mut d = Daemon { dir, config, port, socket: None, env: Vec::new(), child: None, log };
+        d.spawn();
+        d
+    }
+
+    /// Like `start_on`, with extra environment variables for the daemon.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = Daemon::dir_with_reply_file();
+        let port = free_port();
+        let config = dir.path().join("helpdesk-milter.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n[state]\ndirectory = \"state\"\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("daemon.log");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { dir, config, port, socket: None, env, child: None, log };
         d.spawn();
         d
     }
@@ -95,7 +116,15 @@ impl Daemon {
         )
         .unwrap();
         let log = dir.path().join("daemon.log");
-        let mut d = Daemon { dir, config, port: 0, socket: Some(socket.to_path_buf()), child: None, log };
+        let mut d = Daemon {
+            dir,
+            config,
+            port: 0,
+            socket: Some(socket.to_path_buf()),
+            env: Vec::new(),
+            child: None,
+            log,
+        };
         d.spawn();
         d
     }
@@ -110,6 +139,7 @@ impl Daemon {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(BIN)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(["run", "--config"])
             .arg(&self.config)
             .stdin(Stdio::null())
