@@ -266,3 +266,43 @@ fn two_concurrent_messages_from_one_sender_get_one_reply() {
     assert_eq!(decisions.iter().filter(|d| *d == "queued").count(), 1, "{decisions:?}");
     assert_eq!(decisions.iter().filter(|d| *d == "suppressed (interval)").count(), 1, "{decisions:?}");
 }
+
+/// The settings of etc/postfix/main.cf.snippet, with the daemon's test port for the example's.
+fn snippet_settings(milter: &str) -> Vec<(String, String)> {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/postfix/main.cf.snippet")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.trim().to_string(), v.trim().replace("inet:127.0.0.1:8894", milter))
+        })
+        .collect()
+}
+
+#[test]
+fn the_shipped_postfix_snippet_triages_and_carries_the_replies() {
+    let milter_port = free_port();
+    let settings = snippet_settings(&format!("inet:127.0.0.1:{milter_port}"));
+    assert!(settings.iter().any(|(k, v)| k == "milter_default_action" && v == "accept"), "{settings:?}");
+    let mut opts = RigOptions { milter: None, default_action: "accept".into(), ..Default::default() };
+    opts.extra_main_cf = settings;
+    let rig = PostfixRig::start(opts);
+    let daemon = Daemon::start_on(
+        milter_port,
+        &format!("[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"", rig.smtpd_port()),
+    );
+    rig.send(Some("frank@example.org"), &[HELPDESK], &request("frank@example.org", "snippet", "hello"))
+        .unwrap();
+    let r = wait_replies(&rig, 1, &daemon);
+    assert_eq!(r[0].mail_from(), "<>");
+    let incoming: Vec<SinkMessage> = rig.messages().into_iter().filter(|m| !is_reply(m)).collect();
+    assert_eq!(incoming[0].header("X-HelpDesk-Class"), vec!["support"]);
+
+    // With the daemon stopped, milter_default_action = accept still delivers, untriaged.
+    drop(daemon);
+    rig.send(Some("frank@example.org"), &[HELPDESK], &request("frank@example.org", "down", "hello")).unwrap();
+    let all = rig.wait_for_messages(3, Duration::from_secs(30));
+    let down = all.iter().find(|m| m.header("Subject") == vec!["down"]).unwrap();
+    assert!(down.header("X-HelpDesk-Class").is_empty());
+}
