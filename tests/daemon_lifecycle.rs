@@ -70,3 +70,27 @@ fn check_reply_reports_every_problem_with_its_position() {
         .output();
     assert!(ok.unwrap().status.success());
 }
+
+#[test]
+fn classify_needs_no_state_directory_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("helpdesk-milter.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reply.toml"),
+        dir.path().join("reply.toml"),
+    )
+    .unwrap();
+    std::fs::write(&config, "[state]\ndirectory = \"does/not/exist\"\n").unwrap();
+    let msg = dir.path().join("m.eml");
+    std::fs::write(&msg, "From: a@example.org\nTo: support@tails.net\nSubject: realtek wifi\n\nhello\n")
+        .unwrap();
+    for _ in 0..2 {
+        let out = Command::new(BIN).args(["classify", "--config"]).arg(&config).arg(&msg).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        // Decided as if nobody had been answered, both times: classify records nothing.
+        assert!(text.contains("X-HelpDesk-Autoreply: queued"), "{text}");
+        assert!(text.contains("X-HelpDesk-Topic: wifi-realtek"), "{text}");
+    }
+    assert!(!dir.path().join("does").exists());
+}
