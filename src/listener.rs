@@ -85,7 +85,20 @@ async fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> io::Result<Mi
                 .gid
                 .as_raw(),
         };
-        std::os::unix::fs::chown(path, None, Some(gid))?;
+        // bind() gave the socket our effective group: chown only to another one (which the
+        // systemd unit's system-call filter denies; there, Postfix joins our group instead).
+        if std::fs::metadata(path)?.gid() != gid {
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot give {} to group {group}: {e}; leave socket_group empty (the socket gets \
+                         the daemon's group) or make the daemon a member of {group}",
+                        path.display()
+                    ),
+                )
+            })?;
+        }
     }
     let meta = std::fs::metadata(path)?;
     Ok(MilterListener {

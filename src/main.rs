@@ -288,6 +288,9 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
     tasks.push(tokio::spawn(daemon::purge_periodically(state.clone(), stop_rx.clone())));
 
     let reply_path = config.autoreply.reply_file.clone();
+    if let Some(f) = &reply_file {
+        info!("reply file {} loaded (revision {})", reply_path.display(), f.revision);
+    }
     let watch_reply = reply_file.is_some();
     let listen = listener.local_addr();
     let shared = Shared::new(config, reply_file, state, Some(jobs_tx));
