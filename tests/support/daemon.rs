@@ -32,25 +32,16 @@ impl Daemon {
     /// of tests/data/reply.toml) are in its own temporary directory; `extra` may add any table but
     /// `[milter]` and `[state]`.
     pub fn start_on(port: u16, extra: &str) -> Daemon {
-        let dir = Daemon::dir_with_reply_file();
-        let config = dir.path().join("helpdesk-milter.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n[state]\ndirectory = \"state\"\n{extra}\n"
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("daemon.log");
-        let mut d = Daemon { dir, config, port, socket: None, env: Vec::new(), child: None, log };
-        d.spawn();
-        d
+        Daemon::launch(port, extra, &[])
     }
 
     /// Like `start_on`, with extra environment variables for the daemon.
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::launch(free_port(), extra, env)
+    }
+
+    fn launch(port: u16, extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = Daemon::dir_with_reply_file();
-        let port = free_port();
         let config = dir.path().join("helpdesk-milter.toml");
         std::fs::write(
             &config,
