@@ -192,8 +192,11 @@ fn texts(msg: &Message<'_>, name: &str) -> Vec<String> {
             HeaderValue::Text(t) => unfold(t),
             HeaderValue::TextList(l) => unfold(&l.join(",")),
             HeaderValue::Empty => String::new(),
-            // A header of a known structured kind: its raw text is what the rules read.
-            other => unfold(&format!("{other:?}")),
+            // A header mail-parser gave a structured value: the rules read its raw text.
+            _ => msg
+                .raw_message()
+                .get(h.offset_start as usize..h.offset_end as usize)
+                .map_or_else(String::new, |raw| unfold(&String::from_utf8_lossy(raw))),
         })
         .collect()
 }
@@ -328,9 +331,8 @@ impl Signals {
         s.list_headers = LIST_HEADERS.iter().any(|h| present(msg, h));
         s.autoresponder_headers = AUTORESPONDER_HEADERS.iter().any(|h| present(msg, h))
             || texts(msg, "X-FC-MachineGenerated").iter().any(|v| v.eq_ignore_ascii_case("true"));
-        s.in_thread = ["In-Reply-To", "References"].iter().any(|h| {
-            texts(msg, h).iter().any(|v| !v.is_empty()) || msg.header(*h).is_some_and(|v| !v.is_empty())
-        });
+        s.in_thread =
+            ["In-Reply-To", "References"].iter().any(|h| texts(msg, h).iter().any(|v| !v.is_empty()));
 
         s.auto_response_suppress = texts(msg, "X-Auto-Response-Suppress").iter().any(|v| {
             v.split(',')

@@ -52,6 +52,12 @@ pub fn default_envelope(config: &Config, raw: &[u8], sender: Option<&str>, rcpts
     Envelope::new(&sender, recipients)
 }
 
+/// A whole message as the milter would have kept it, under the configured limits.
+fn message_data(config: &Config, raw: &[u8]) -> MessageData {
+    let m = &config.milter;
+    MessageData::from_rfc5322(raw, &config.helpdesk.header_prefix, m.max_header_bytes, m.max_body_bytes)
+}
+
 /// `classify`: the header changes the daemon would make to `raw`, through the same end-of-message
 /// code and the same limits as the milter. Sends nothing and changes no state.
 pub fn classify(
@@ -62,9 +68,7 @@ pub fn classify(
     rcpts: &[String],
 ) -> Result<Vec<HeaderChange>, TriageError> {
     let envelope = default_envelope(config, raw, sender, rcpts);
-    let m = &config.milter;
-    let data =
-        MessageData::from_rfc5322(raw, &config.helpdesk.header_prefix, m.max_header_bytes, m.max_body_bytes);
+    let data = message_data(config, raw);
     // A fresh in-memory state: as if nobody had been answered, and nothing is recorded.
     let state = ReplyState::in_memory();
     let deps = Deps { reply_file, state: &state, now: crate::daemon::unix_now() };
@@ -77,13 +81,7 @@ pub fn preview(config: &Config, file: &ReplyFile, language: Option<&str>, messag
     let mut request = match message {
         Some(raw) => {
             let envelope = default_envelope(config, raw, None, &[]);
-            let m = &config.milter;
-            let data = MessageData::from_rfc5322(
-                raw,
-                &config.helpdesk.header_prefix,
-                m.max_header_bytes,
-                m.max_body_bytes,
-            );
+            let data = message_data(config, raw);
             let kept = data.to_rfc5322();
             let parsed = crate::classify::parse(&kept);
             let text = parsed.as_ref().and_then(|p| p.body_text(0));

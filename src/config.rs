@@ -422,7 +422,7 @@ pub struct AutoreplyConfig {
     pub from_address: String,
     /// One reply per sender per interval.
     pub interval: Duration,
-    pub relay: String,
+    pub relay: crate::outbox::Relay,
     pub retry_interval: Duration,
     pub lifetime: Duration,
     pub require_addressed: bool,
@@ -730,10 +730,10 @@ impl Validator<'_> {
         };
         const DAY: Duration = Duration::from_secs(86400);
         let min_interval = if *a.allow_short_interval.get_ref() { Duration::from_secs(60) } else { DAY };
-        let relay = a.relay.get_ref().trim().to_string();
-        if let Err(e) = crate::outbox::Relay::parse(&relay) {
+        let relay = crate::outbox::Relay::parse(a.relay.get_ref().trim()).unwrap_or_else(|e| {
             self.error(&a.relay, format!("autoreply.relay: {e}"));
-        }
+            crate::outbox::Relay { host: "127.0.0.1".into(), port: 25 }
+        });
         let max_per_hour = self.positive(&a.max_per_hour, "autoreply.max_per_hour", 1);
         let max_per_domain =
             self.positive(&a.max_per_domain_per_hour, "autoreply.max_per_domain_per_hour", 1);

@@ -4,7 +4,7 @@
 use crate::commands;
 use crate::config::Config;
 use crate::listener::MilterListener;
-use crate::milter::{self, ReplyJob, Shared, SharedConfig};
+use crate::milter::{self, ReplyJob, SharedConfig};
 use crate::outbox::Outbox;
 use crate::reply;
 use crate::state::ReplyState;
@@ -14,11 +14,6 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
-
-/// Wraps a configuration for the milter alone: no reply file, replies dropped (tests).
-pub fn shared(config: Config) -> SharedConfig {
-    Shared::new(config, None, Arc::new(ReplyState::in_memory()), None)
-}
 
 /// Serves milter connections until `shutdown` completes; transactions in flight then finish.
 pub async fn serve(listener: MilterListener, shared: SharedConfig, shutdown: impl Future) -> io::Result<()> {

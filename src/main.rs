@@ -6,7 +6,7 @@ use helpdesk_milter::config::{Config, DEFAULT_CONFIG_PATH};
 use helpdesk_milter::diagnostic::Diagnostics;
 use helpdesk_milter::listener::MilterListener;
 use helpdesk_milter::milter::Shared;
-use helpdesk_milter::outbox::{Outbox, OutboxConfig, Relay};
+use helpdesk_milter::outbox::{Outbox, OutboxConfig};
 use helpdesk_milter::reply_file::ReplyFile;
 use helpdesk_milter::state::ReplyState;
 use helpdesk_milter::{commands, daemon, watch};
@@ -262,11 +262,8 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
     let mut tasks = Vec::new();
     if let Some(outbox) = &outbox {
         tasks.push(tokio::spawn(daemon::reply_worker(jobs_rx, state.clone(), outbox.clone(), wake.clone())));
-        let relay =
-            Relay::parse(&config.autoreply.relay).unwrap_or(Relay { host: "127.0.0.1".into(), port: 25 });
         let sender_config = OutboxConfig {
-            dir: outbox_dir.clone(),
-            relay,
+            relay: config.autoreply.relay.clone(),
             retry_interval: config.autoreply.retry_interval,
             lifetime: config.autoreply.lifetime,
             helo_name: nix::unistd::gethostname()

@@ -151,7 +151,6 @@ impl fmt::Display for Relay {
 /// Settings of the sender.
 #[derive(Clone, Debug)]
 pub struct OutboxConfig {
-    pub dir: PathBuf,
     pub relay: Relay,
     /// Delay before the first retry; doubles after each failure, up to 30 minutes.
     pub retry_interval: Duration,
@@ -1143,7 +1142,6 @@ mod tests {
 
     fn config(port: u16) -> OutboxConfig {
         OutboxConfig {
-            dir: PathBuf::from("/nonexistent"),
             relay: Relay { host: "127.0.0.1".into(), port },
             retry_interval: Duration::from_secs(1),
             lifetime: Duration::from_secs(3600),

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,7 +61,6 @@ pub struct ReplyState {
     /// Why the store cannot be used; every decision is then "suppressed (store)".
     unavailable: Option<String>,
     max_entries: usize,
-    dir: Option<PathBuf>,
 }
 
 impl ReplyState {
@@ -97,7 +96,6 @@ impl ReplyState {
             db: Some(db),
             unavailable: None,
             max_entries,
-            dir: Some(dir.to_path_buf()),
         };
         state.purge(now)?;
         Ok(state)
@@ -114,21 +112,12 @@ impl ReplyState {
             db: None,
             unavailable: None,
             max_entries: usize::MAX,
-            dir: None,
         }
     }
 
     /// A store that cannot be used: no reply is ever queued (fail closed), mail flows as usual.
     pub fn unavailable(why: String) -> ReplyState {
         ReplyState { unavailable: Some(why), ..ReplyState::in_memory() }
-    }
-
-    pub fn unavailable_reason(&self) -> Option<&str> {
-        self.unavailable.as_deref()
-    }
-
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -132,7 +132,8 @@ pub fn end_of_message(
         let canonical = policy::canonical_sender(&env.sender);
         let (d, reservation) =
             deps.state.decide_and_reserve(&canonical, deps.now, cfg.autoreply.interval, |view| {
-                policy::decide(&cfg.policy, &signals, class, view)
+                // The message rules passed above: under the lock only the state rules remain.
+                policy::state_rules(&cfg.policy, view).map_or(Decision::Queued, Decision::Suppressed)
             });
         decision = Some(d);
         if let Some(r) = reservation {

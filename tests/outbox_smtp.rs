@@ -211,9 +211,8 @@ async fn serve(
     }
 }
 
-fn config(dir: &Path, port: u16) -> OutboxConfig {
+fn config(port: u16) -> OutboxConfig {
     OutboxConfig {
-        dir: dir.to_owned(),
         relay: Relay::parse(&format!("smtp://127.0.0.1:{port}")).unwrap(),
         retry_interval: Duration::from_millis(200),
         lifetime: Duration::from_secs(3600),
@@ -270,7 +269,7 @@ async fn delivers_once_with_null_sender_and_notify_never() {
     let outbox = Arc::new(Outbox::open(&dir.path().join("outbox")).unwrap());
     let port = free_port();
     let sink = Sink::start(port, &[]);
-    let sender = Sender::start(&outbox, config(outbox.dir(), port));
+    let sender = Sender::start(&outbox, config(port));
 
     // Queued after the sender went to sleep: the wake-up gets it sent.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -299,7 +298,7 @@ async fn relay_down_then_up_delivers_after_retry() {
     let port = free_port();
     let before = SystemTime::now();
     outbox.enqueue("bob@example.net", &reply("Auto: retry"), before).unwrap();
-    let sender = Sender::start(&outbox, config(outbox.dir(), port));
+    let sender = Sender::start(&outbox, config(port));
 
     wait_for("a failed attempt", || outbox.entries().first().is_some_and(|e| e.attempts >= 1)).await;
     let e = &outbox.entries()[0];
@@ -322,7 +321,7 @@ async fn temporary_rejection_keeps_the_entry() {
     let port = free_port();
     let sink = Sink::start(port, &["-r", "RCPT"]);
     outbox.enqueue("carol@example.com", &reply("Auto: 4xx"), SystemTime::now()).unwrap();
-    let sender = Sender::start(&outbox, config(outbox.dir(), port));
+    let sender = Sender::start(&outbox, config(port));
 
     wait_for("a 4xx attempt", || outbox.entries().first().is_some_and(|e| e.attempts >= 1)).await;
     sender.stop().await;
@@ -339,7 +338,7 @@ async fn permanent_rejection_removes_without_retry() {
         FakeRelay::start(&["PIPELINING", "DSN"], "550 5.1.1 <dave@example.com>: Recipient address rejected")
             .await;
     outbox.enqueue("dave@example.com", &reply("Auto: 5xx"), SystemTime::now()).unwrap();
-    let sender = Sender::start(&outbox, config(outbox.dir(), relay.port));
+    let sender = Sender::start(&outbox, config(relay.port));
 
     wait_for("removal after 5xx", || outbox.depth() == 0).await;
     // Longer than the first retry interval (rounded up to a second): no second attempt.
@@ -358,7 +357,7 @@ async fn no_notify_parameter_without_dsn() {
     let outbox = Arc::new(Outbox::open(&dir.path().join("outbox")).unwrap());
     let relay = FakeRelay::start(&["PIPELINING", "8BITMIME"], "250 2.1.5 Ok").await;
     outbox.enqueue("erin@example.com", &reply("Auto: no dsn"), SystemTime::now()).unwrap();
-    let sender = Sender::start(&outbox, config(outbox.dir(), relay.port));
+    let sender = Sender::start(&outbox, config(relay.port));
 
     wait_for("delivery", || outbox.depth() == 0).await;
     sender.stop().await;
@@ -379,7 +378,7 @@ async fn expired_entry_is_dropped_unsent() {
     outbox.enqueue("frank@example.com", &reply("Auto: old"), two_hours_ago).unwrap();
     let fresh = outbox.enqueue("grace@example.com", &reply("Auto: fresh"), SystemTime::now()).unwrap();
     assert_eq!(outbox.oldest_age(SystemTime::now()).map(|a| a.as_secs() / 60), Some(120));
-    let sender = Sender::start(&outbox, config(outbox.dir(), port));
+    let sender = Sender::start(&outbox, config(port));
 
     wait_for("both entries handled", || outbox.depth() == 0).await;
     wait_for("the fresh reply delivered", || sink.messages().len() == 1).await;
@@ -400,7 +399,7 @@ async fn entries_survive_a_restart() {
         outbox.enqueue("heidi@example.com", &reply("Auto: one"), SystemTime::now()).unwrap();
         outbox.enqueue("ivan@example.com", &reply("Auto: two"), SystemTime::now()).unwrap();
         // First run: relay down, so the entries stay, with an attempt recorded.
-        let sender = Sender::start(&outbox, config(&path, port));
+        let sender = Sender::start(&outbox, config(port));
         wait_for("failed attempts", || outbox.entries().iter().all(|e| e.attempts >= 1)).await;
         sender.stop().await;
     }
@@ -410,7 +409,7 @@ async fn entries_survive_a_restart() {
     assert_eq!(entries.len(), 2);
     assert!(entries.iter().all(|e| e.attempts >= 1));
     let sink = Sink::start(port, &[]);
-    let sender = Sender::start(&outbox, config(&path, port));
+    let sender = Sender::start(&outbox, config(port));
     wait_for("delivery after restart", || outbox.depth() == 0).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     sender.stop().await;
@@ -477,7 +476,7 @@ async fn corrupt_and_truncated_files_are_quarantined() {
 
     let port = free_port();
     let sink = Sink::start(port, &[]);
-    let sender = Sender::start(&outbox, config(&path, port));
+    let sender = Sender::start(&outbox, config(port));
     wait_for("delivery", || outbox.depth() == 0).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     sender.stop().await;
