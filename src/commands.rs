@@ -94,7 +94,9 @@ pub fn preview(config: &Config, file: &ReplyFile, language: Option<&str>, messag
         request.recipient = "someone@example.org".into();
     }
     if let Some(lang) = language {
+        // The language asked for, and no other.
         request.languages = vec![lang.to_string()];
+        request.text_sample.clear();
     }
     reply::build(&config.autoreply, file, &request, crate::daemon::unix_now()).message
 }

@@ -22,9 +22,17 @@ pub struct ReplyRequest {
     pub message_id: Option<String>,
     /// The incoming References (or single In-Reply-To) IDs, without angle brackets.
     pub references: Vec<String>,
-    /// Languages to try, best first: Content-Language tags, then the detected language.
+    /// Content-Language tags of the request, best first; the language detected in
+    /// `text_sample` is tried after them.
     pub languages: Vec<String>,
+    /// The beginning of the request's plaintext, for language detection. Detection is the
+    /// costliest step of a reply, so it runs when the reply is built, off the milter's path.
+    pub text_sample: String,
 }
+
+/// Characters of plaintext kept for language detection: a few hundred tell the language; more
+/// only cost time.
+pub const SAMPLE_CHARS: usize = 2000;
 
 /// A finished reply: its one recipient and the message bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +73,9 @@ pub fn new_message_id(from_address: &str, now_unix: u64) -> String {
 
 /// Builds the reply from one version of the reply file.
 pub fn build(cfg: &AutoreplyConfig, file: &ReplyFile, req: &ReplyRequest, now_unix: u64) -> Reply {
-    let language = file.pick_language(&req.languages).to_string();
+    let mut languages = req.languages.clone();
+    languages.extend(detect_language(&req.text_sample).map(str::to_string));
+    let language = file.pick_language(&languages).to_string();
     let rendered = file.render(&language);
     let from: Address<'_> = match &cfg.from_name {
         Some(name) => (name.as_str(), cfg.from_address.as_str()).into(),
@@ -162,8 +172,7 @@ fn iso639_1(lang: whatlang::Lang) -> Option<&'static str> {
 
 /// The language a plaintext is written in, when whatlang can tell it reliably.
 pub fn detect_language(text: &str) -> Option<&'static str> {
-    // A few hundred characters tell the language; more only costs time.
-    let sample: String = text.chars().take(2000).collect();
+    let sample: String = text.chars().take(SAMPLE_CHARS).collect();
     let info = whatlang::detect(&sample)?;
     if info.is_reliable() { iso639_1(info.lang()) } else { None }
 }
