@@ -10,6 +10,7 @@
 //!     cargo bench --bench milter_load -- --quick           # short runs, to try it out
 //!     cargo bench --bench milter_load -- throughput --transport unix --connections 20 --messages 2000
 //!     cargo bench --bench milter_load -- memory
+//!     cargo bench --bench milter_load -- throughput --per-connection 1   # a connection per message
 //!
 //! Figures also go to target/bench-results/milter_load.tsv for benches/run.
 
@@ -42,6 +43,8 @@ struct Args {
     messages: usize,
     hold: usize,
     big_mib: usize,
+    /// Messages per milter connection before it is closed and another opened.
+    reuse: usize,
 }
 
 fn parse_args() -> Args {
@@ -52,6 +55,7 @@ fn parse_args() -> Args {
         messages: 3000,
         hold: 500,
         big_mib: 50,
+        reuse: usize::MAX,
     };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, flag: &str| -> usize {
@@ -66,6 +70,7 @@ fn parse_args() -> Args {
             "--messages" => a.messages = num(it.next(), "--messages"),
             "--hold" => a.hold = num(it.next(), "--hold"),
             "--big-mib" => a.big_mib = num(it.next(), "--big-mib"),
+            "--per-connection" => a.reuse = num(it.next(), "--per-connection").max(1),
             "--transport" => {
                 a.transports = match it.next().as_deref() {
                     Some("tcp") => vec![Transport::Tcp],
@@ -306,6 +311,7 @@ fn throughput(
     transport: Transport,
     connections: usize,
     per_conn: usize,
+    reuse: usize,
 ) -> Throughput {
     let daemon = Daemon::start(transport, connections.max(100));
     let daemon = std::sync::Arc::new(daemon);
@@ -321,6 +327,10 @@ fn throughput(
                         let mut conn = daemon.connect(true).await;
                         let mut lat = Vec::with_capacity(per_conn);
                         for n in 0..per_conn {
+                            if n > 0 && n % reuse == 0 {
+                                conn.quit().await;
+                                conn = daemon.connect(true).await;
+                            }
                             lat.push(transaction(&mut conn, id, n, &msg).await);
                         }
                         conn.quit().await;
@@ -447,7 +457,7 @@ fn main() {
              transport  conns  messages    msg/s   EOM p50   EOM p99   EOM max  peak RSS  CPU/msg: daemon  client\n",
         );
         for &t in &args.transports {
-            let r = throughput(&rt, t, args.connections, args.messages / args.connections.max(1));
+            let r = throughput(&rt, t, args.connections, args.messages / args.connections.max(1), args.reuse);
             let rate = r.messages as f64 / r.secs;
             let name = format!("{:?}", r.transport).to_lowercase();
             let _ = writeln!(

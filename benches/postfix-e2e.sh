@@ -288,7 +288,8 @@ cpu_ticks() {   # cpu_ticks PID: utime + stime of the process (all threads), in 
 }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
-alive() { [ -e "/proc/$1" ] && [[ $(<"/proc/$1/stat") != *") Z "* ]]; }
+# The process may exit between any two reads: one read, and its failure means gone.
+alive() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; [[ $s != *") Z "* ]]; }
 
 # Sets main.cf parameters, reloads Postfix and waits until every process of the old generation is
 # gone, so that the next SMTP session is served by an smtpd with the new settings.
@@ -347,8 +348,10 @@ start_sink dump-sink "$DUMP_SINK_PORT" -d "$T/dump/%H%M%S."   # the smoke check,
 
 start_helpdesk() {   # start_helpdesk NAME LISTEN [extra [milter] lines]
     local name=$1 listen=$2 extra=${3:-} d=$T/$1
-    mkdir -p "$d"
-    cp "$REPO/etc/reply.toml" "$d/reply.toml"
+    # The reply file in a directory of its own, as in /etc/helpdesk-milter: the daemon watches
+    # that directory, and a log or state written beside it would wake the watcher on every line.
+    mkdir -p "$d/reply"
+    cp "$REPO/etc/reply.toml" "$d/reply/reply.toml"
     cat >"$d/helpdesk-milter.toml" <<EOF
 # written by benches/postfix-e2e.sh
 [milter]
@@ -359,7 +362,7 @@ addresses = ["$HELPDESK"]
 
 [autoreply]
 enabled = true
-reply_file = "reply.toml"
+reply_file = "reply/reply.toml"
 from = "Help Desk <$HELPDESK>"
 relay = "smtp://127.0.0.1:$REPLY_SINK_PORT"
 

@@ -18,18 +18,16 @@ pub fn split(addr: &str) -> Option<(&str, &str)> {
 /// Matches `text` against a pattern in which `*` stands for any run of characters.
 /// Both are expected in the same case.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    // No allocation: it runs for every role-sender pattern on every message.
+    let Some((first, tail)) = pattern.split_once('*') else { return pattern == text };
+    let (middle, last) = tail.rsplit_once('*').unwrap_or(("", tail));
     if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(i) => rest = &rest[i + middle.len()..],
+    for part in middle.split('*').filter(|p| !p.is_empty()) {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
             None => return false,
         }
     }

@@ -115,8 +115,9 @@ pub fn watch_reply_file(shared: SharedConfig, path: PathBuf) -> std::io::Result<
     let (events_tx, events_rx) = mpsc::channel::<DebounceEventResult>();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let mut debouncer = new_debouncer(DEBOUNCE, None, events_tx).map_err(std::io::Error::other)?;
-    let mut w =
-        Watcher { shared, seen: fingerprint(&path), missing_logged: false, path, watched: Vec::new() };
+    // No fingerprint yet: the first check reads the file and compares its revision with the one
+    // in use, so that an edit made between the daemon's first load and this watch is not missed.
+    let mut w = Watcher { shared, seen: None, missing_logged: false, path, watched: Vec::new() };
     let rewatch = |w: &mut Watcher, debouncer: &mut notify_debouncer_full::Debouncer<_, _>| {
         let dirs = w.dirs();
         if dirs == w.watched {
