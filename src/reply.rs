@@ -170,10 +170,14 @@ fn iso639_1(lang: whatlang::Lang) -> Option<&'static str> {
     })
 }
 
+/// The first `SAMPLE_CHARS` characters of `text`, without copying.
+pub fn sample(text: &str) -> &str {
+    text.char_indices().nth(SAMPLE_CHARS).map_or(text, |(end, _)| &text[..end])
+}
+
 /// The language a plaintext is written in, when whatlang can tell it reliably.
 pub fn detect_language(text: &str) -> Option<&'static str> {
-    let sample: String = text.chars().take(SAMPLE_CHARS).collect();
-    let info = whatlang::detect(&sample)?;
+    let info = whatlang::detect(sample(text))?;
     if info.is_reliable() { iso639_1(info.lang()) } else { None }
 }
 
@@ -213,6 +217,37 @@ mod tests {
         );
         assert_eq!(detect_language("ok"), None);
         assert_eq!(detect_language(""), None);
+    }
+
+    #[test]
+    fn the_reply_language_is_detected_when_built_after_content_language() {
+        let cfg = crate::config::Config::defaults(std::path::Path::new("/x.toml")).autoreply;
+        let file = crate::reply_file::ReplyFile::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/etc/reply.toml"
+        )))
+        .unwrap();
+        let german =
+            "Hallo, mein Computer startet Tails seit dem letzten Update nicht mehr. Was kann ich tun?";
+        let mut req = ReplyRequest {
+            recipient: "a@example.org".into(),
+            text_sample: sample(german).to_string(),
+            ..Default::default()
+        };
+        assert_eq!(build(&cfg, &file, &req, 1).language, "de");
+        // A Content-Language tag the file has goes first.
+        req.languages = vec!["fr".into()];
+        assert_eq!(build(&cfg, &file, &req, 1).language, "fr");
+        // Nothing to go on: the file's default.
+        let plain = ReplyRequest { recipient: "a@example.org".into(), ..Default::default() };
+        assert_eq!(build(&cfg, &file, &plain, 1).language, "en");
+    }
+
+    #[test]
+    fn the_sample_is_bounded_on_a_character_boundary() {
+        let long = "é".repeat(SAMPLE_CHARS + 10);
+        assert_eq!(sample(&long).chars().count(), SAMPLE_CHARS);
+        assert_eq!(sample("abc"), "abc");
     }
 
     #[test]

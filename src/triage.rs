@@ -207,7 +207,7 @@ pub fn reply_request(env: &Envelope, msg: Option<&Message<'_>>, text: Option<&st
         };
         req.languages.extend(raw.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()));
     }
-    req.text_sample = text.map(|t| t.chars().take(reply::SAMPLE_CHARS).collect()).unwrap_or_default();
+    req.text_sample = text.map(|t| reply::sample(t).to_string()).unwrap_or_default();
     req
 }
 
