@@ -10,10 +10,11 @@ use crate::message::MessageData;
 use crate::reply::ReplyRequest;
 use crate::reply_file::ReplyFile;
 use crate::state::{ReplyState, Reservation};
-use crate::triage::{self, Deps, HeaderChange, Triage};
+use crate::triage::{self, Deps, HeaderChange, Triage, TriageError};
 use bytes::Bytes;
 use indymilter::{
-    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext, ProtoOpts, Status,
+    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext, ProtoOpts,
+    SetErrorReply, Status,
 };
 use std::ffi::{CStr, CString};
 use std::panic::AssertUnwindSafe;
@@ -248,9 +249,13 @@ async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
     }));
     let triage = match outcome {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            warn!(queue_id = %qid, "cannot triage: {e}; applying on_error = {on_error:?}");
-            return status_for(on_error);
+        Ok(Err(e @ TriageError::TooManyPrefixedHeaders)) => {
+            // Its forged triage headers cannot all be removed, so passing it on (on_error =
+            // accept) would hand a forged class to the Help Desk's filters. No mail client writes
+            // hundreds of thousands of X-HelpDesk- fields: refuse it, and the sender is told.
+            warn!(queue_id = %qid, "rejected: {e}");
+            let _ = cx.reply.set_error_reply("550", Some("5.7.1"), [format!("message refused: {e}")]);
+            return Status::Reject;
         }
         Err(_) => {
             error!(queue_id = %qid, "internal error while triaging; applying on_error = {on_error:?}");

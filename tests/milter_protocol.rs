@@ -316,9 +316,11 @@ async fn state_does_not_leak_between_messages_of_one_connection() {
 }
 
 #[tokio::test]
-async fn hostile_flood_of_forged_names_follows_on_error() {
-    // 1 KiB of headers kept: room for 16 KiB of distinct forged names, then the message is an error.
-    for (policy, expected) in [("accept", Status::Accept), ("tempfail", Status::Tempfail { message: None })] {
+async fn hostile_flood_of_forged_names_is_rejected_whatever_on_error_says() {
+    // 1 KiB of headers kept: room for 16 KiB of distinct forged names. Past that the forged
+    // fields cannot all be removed, and passing them on would hand the Help Desk's filters a
+    // forged class: the message is refused, under either on_error policy.
+    for policy in ["accept", "tempfail"] {
         let m = Milter::start(&format!("[milter]\nmax_header_bytes = 1024\non_error = \"{policy}\"")).await;
         let mut conn = m.connect().await;
         let names: Vec<String> = (0..2000).map(|i| format!("X-HelpDesk-Forged-{i}")).collect();
@@ -326,7 +328,9 @@ async fn hostile_flood_of_forged_names_follows_on_error() {
         let (actions, status) =
             transaction(&mut conn, "<a@example.org>", &["<support@tails.net>"], &headers, b"x").await;
         assert!(actions.is_empty());
-        assert_eq!(status, expected);
+        let Status::Reject { message: Some(text) } = status else { panic!("{policy}: {status:?}") };
+        let text = text.to_string_lossy();
+        assert!(text.starts_with("550 5.7.1 ") && text.contains("prefixed header"), "{text}");
         m.stop().await;
     }
 }
