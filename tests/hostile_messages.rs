@@ -523,3 +523,26 @@ fn postfix_every_hostile_case_is_delivered_intact_classified_and_answered_once()
     }
     assert_alive_and_quiet(&daemon);
 }
+
+#[test]
+fn the_classify_command_shows_the_same_triage_for_every_hostile_case() {
+    // `classify` runs the daemon's end-of-message code on a whole message file (mail-parser
+    // splits the header instead of Postfix): no crash, the same class and decision.
+    let daemon = daemon_with_outbox();
+    for case in cases(&run_tag(), 12 * MIB) {
+        let out = daemon.classify(&case.message, &case.sender, &[HELPDESK]);
+        assert!(out.contains(&"X-HelpDesk-Class: support".to_string()), "{}: {out:?}", case.name);
+        assert!(out.contains(&"X-HelpDesk-Autoreply: queued".to_string()), "{}: {out:?}", case.name);
+        assert!(
+            out.iter()
+                .all(|l| l.starts_with("X-HelpDesk-") || l.to_ascii_lowercase().starts_with("-x-helpdesk-")),
+            "{}: {out:?}",
+            case.name
+        );
+        assert!(
+            out.iter().filter(|l| l.starts_with('-')).count() >= 3,
+            "{}: forged fields removed: {out:?}",
+            case.name
+        );
+    }
+}
