@@ -8,8 +8,8 @@
 //! messages on unchanged, compared byte for byte with what the same Postfix delivers without the
 //! milter. Needs root and Postfix for the second level.
 //!
-//! The large body is 100 MiB at the protocol level. Through Postfix it is 12 MiB by default
-//! (above Postfix's default 10 MB limit); `HELPDESK_HOSTILE_FULL=1` sends the full 100 MiB.
+//! The large body is 100 MiB at both levels: through Postfix that case takes about 7 seconds
+//! here (2 vCPUs), well under the minute that would call for a smaller default.
 
 #[path = "support/daemon.rs"]
 mod daemon;
@@ -291,6 +291,7 @@ fn protocol_a_header_over_the_protocol_frame_limit_costs_its_connection_only() {
     raw.resize(raw.len() + 2 * MIB, b'a');
     raw.extend_from_slice(b"\r\n\r\nhello\r\n");
     let rt = runtime();
+    // The client panics on the dropped connection (its message shows in the test output).
     let failed = rt.block_on(async {
         let port = daemon.port;
         tokio::spawn(async move { drive(port, ProtoOpts::all(), &sender, &raw).await }).await.is_err()
@@ -355,7 +356,8 @@ fn next_delivery(rig: &PostfixRig, seen: &mut HashSet<PathBuf>, what: &str) -> S
             "{what}: not delivered; maillog:\n{}",
             rig.maillog()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        // Each poll reads every dump, the 100 MiB ones included.
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -419,8 +421,6 @@ fn first_difference(a: &[Vec<u8>], b: &[Vec<u8>]) -> String {
 
 #[test]
 fn postfix_every_hostile_case_is_delivered_intact_classified_and_answered_once() {
-    let full = std::env::var("HELPDESK_HOSTILE_FULL").is_ok_and(|v| v == "1");
-    let big = if full { 100 * MIB } else { 12 * MIB };
     let milter_port = free_port();
     let rig = PostfixRig::start(RigOptions {
         milter: Some(format!("inet:127.0.0.1:{milter_port}")),
@@ -432,7 +432,7 @@ fn postfix_every_hostile_case_is_delivered_intact_classified_and_answered_once()
         milter_port,
         &format!("[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1s\"", rig.smtpd_port()),
     );
-    let cases = cases(&run_tag(), big);
+    let cases = cases(&run_tag(), 100 * MIB);
     let mut seen = HashSet::new();
     for case in &cases {
         let t0 = Instant::now();
