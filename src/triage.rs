@@ -171,13 +171,23 @@ pub fn end_of_message(
     Ok(Triage { class: Some(class), signals, changes, topics, decision: Some(decision), reply })
 }
 
-/// IDs of a Message-ID-like header, without angle brackets.
+/// IDs of a Message-ID-like header, without angle brackets; those unfit for a header left out.
 fn ids(v: &HeaderValue<'_>) -> Vec<String> {
     match v {
         HeaderValue::Text(t) => vec![t.to_string()],
         HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
         _ => Vec::new(),
     }
+    .into_iter()
+    .filter(|id| is_clean_id(id))
+    .collect()
+}
+
+/// Whether a message ID can be written into the reply's In-Reply-To and References as it is:
+/// mail-builder writes IDs raw, and a bare CR kept by the parser would end the header line for
+/// some readers (header injection); white space or brackets make no valid ID either.
+fn is_clean_id(id: &str) -> bool {
+    !id.is_empty() && !id.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
 }
 
 /// What the reply needs from the incoming message. Nothing of its content is quoted.
@@ -193,7 +203,7 @@ pub fn reply_request(env: &Envelope, msg: Option<&Message<'_>>, text: Option<&st
             .name()
             .map(|n| n.replace(['\r', '\n'], " "))
     });
-    req.message_id = msg.message_id().map(str::to_string);
+    req.message_id = msg.message_id().filter(|id| is_clean_id(id)).map(str::to_string);
     req.references = ids(msg.references());
     if req.references.is_empty() {
         req.references = ids(msg.in_reply_to());
@@ -283,6 +293,22 @@ mod tests {
             lines(&run("", &["support@tails.net"], "From: x@y.org\n\nx"))
                 .contains(&"X-HelpDesk-Priority: low".to_string())
         );
+    }
+
+    #[test]
+    fn message_ids_with_a_bare_cr_or_white_space_are_not_carried_into_the_reply() {
+        let env = Envelope::new("eve@example.org", ["support@tails.net"]);
+        let raw = "From: eve@example.org\r\nMessage-ID: <a\rBcc: victim@example.net>\r\nReferences: <ok@x> <b\rc@x>\r\n <d e@x>\r\n\r\nhi";
+        let msg = crate::classify::parse(raw.as_bytes());
+        let req = reply_request(&env, msg.as_ref(), None);
+        assert_eq!(req.message_id, None);
+        assert_eq!(req.references, vec!["ok@x"]);
+        let raw =
+            "From: eve@example.org\r\nMessage-ID: <fine.1@example.org>\r\nIn-Reply-To: <x\ry@z>\r\n\r\nhi";
+        let msg = crate::classify::parse(raw.as_bytes());
+        let req = reply_request(&env, msg.as_ref(), None);
+        assert_eq!(req.message_id.as_deref(), Some("fine.1@example.org"));
+        assert!(req.references.is_empty());
     }
 
     #[test]

@@ -170,6 +170,11 @@ impl Daemon {
         assert!(Command::new("kill").args(["-s", sig, &pid]).status().unwrap().success());
     }
 
+    /// The process ID of the running daemon, for /proc readings (memory, file descriptors).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon is running").id()
+    }
+
     /// Stops with SIGTERM and returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

@@ -93,6 +93,18 @@ impl MtaConn {
         rcpt: &str,
         headers: &[(String, String)],
     ) {
+        self.envelope(qid, sender, rcpt).await;
+        for (k, v) in headers {
+            // Postfix passes the value with its leading space unless LEADING_SPACE was negotiated.
+            let value =
+                if self.opts.contains(ProtoOpts::LEADING_SPACE) { format!(" {v}") } else { v.clone() };
+            self.header_bytes(k.as_bytes(), value.as_bytes()).await;
+        }
+        self.eoh().await;
+    }
+
+    /// MAIL, RCPT and DATA.
+    pub async fn envelope(&mut self, qid: &str, sender: &str, rcpt: &str) {
         self.macros(MacroStage::Mail, &[("i", qid), ("{mail_addr}", sender)]).await;
         let mail = EnvAddrPayload { args: vec![cstr(&format!("<{sender}>")), cstr("SIZE=4096")] };
         expect_continue(self.step(Command::Mail(mail), ProtoOpts::NO_MAIL, ProtoOpts::NOREPLY_MAIL).await);
@@ -100,13 +112,17 @@ impl MtaConn {
         let rcpt = EnvAddrPayload { args: vec![cstr(&format!("<{rcpt}>"))] };
         expect_continue(self.step(Command::Rcpt(rcpt), ProtoOpts::NO_RCPT, ProtoOpts::NOREPLY_RCPT).await);
         expect_continue(self.step(Command::Data, ProtoOpts::NO_DATA, ProtoOpts::NOREPLY_DATA).await);
-        for (k, v) in headers {
-            // Postfix passes the value with its leading space unless LEADING_SPACE was negotiated.
-            let value =
-                if self.opts.contains(ProtoOpts::LEADING_SPACE) { format!(" {v}") } else { v.clone() };
-            let h = Command::Header(HeaderPayload { name: cstr(k), value: cstr(&value) });
-            expect_continue(self.step(h, ProtoOpts::NO_HEADER, ProtoOpts::NOREPLY_HEADER).await);
-        }
+    }
+
+    /// One header field as raw bytes (any bytes but NUL: Postfix sends C strings), value as sent.
+    pub async fn header_bytes(&mut self, name: &[u8], value: &[u8]) {
+        let c = |b: &[u8]| CString::new(b).expect("no NUL in a header field sent over the milter protocol");
+        let h = Command::Header(HeaderPayload { name: c(name), value: c(value) });
+        expect_continue(self.step(h, ProtoOpts::NO_HEADER, ProtoOpts::NOREPLY_HEADER).await);
+    }
+
+    /// End of header.
+    pub async fn eoh(&mut self) {
         expect_continue(self.step(Command::Eoh, ProtoOpts::NO_EOH, ProtoOpts::NOREPLY_EOH).await);
     }
 
