@@ -115,6 +115,8 @@ struct RawAutoreply {
     retry_interval: Spanned<String>,
     #[serde(default = "default_lifetime")]
     lifetime: Spanned<String>,
+    #[serde(default = "default_smtp_timeout")]
+    smtp_timeout: Spanned<String>,
     #[serde(default = "default_true")]
     require_addressed: Spanned<bool>,
     #[serde(default)]
@@ -136,6 +138,7 @@ impl Default for RawAutoreply {
             relay: default_relay(),
             retry_interval: default_retry_interval(),
             lifetime: default_lifetime(),
+            smtp_timeout: default_smtp_timeout(),
             require_addressed: default_true(),
             system_addresses: Vec::new(),
             max_per_hour: default_max_per_hour(),
@@ -164,6 +167,9 @@ fn default_retry_interval() -> Spanned<String> {
 }
 fn default_lifetime() -> Spanned<String> {
     unspanned("5d".into())
+}
+fn default_smtp_timeout() -> Spanned<String> {
+    unspanned("60s".into())
 }
 fn default_max_per_hour() -> Spanned<i64> {
     unspanned(100)
@@ -425,6 +431,8 @@ pub struct AutoreplyConfig {
     pub relay: crate::outbox::Relay,
     pub retry_interval: Duration,
     pub lifetime: Duration,
+    /// Bound on each step of an SMTP session with the relay.
+    pub smtp_timeout: Duration,
     pub require_addressed: bool,
     pub system_addresses: Vec<String>,
     pub max_per_hour: u32,
@@ -504,8 +512,10 @@ impl Config {
         if a.reply_file != b.reply_file {
             names.push("autoreply.reply_file");
         }
-        if (&a.relay, a.retry_interval, a.lifetime) != (&b.relay, b.retry_interval, b.lifetime) {
-            names.push("autoreply.relay, retry_interval or lifetime");
+        if (&a.relay, a.retry_interval, a.lifetime, a.smtp_timeout)
+            != (&b.relay, b.retry_interval, b.lifetime, b.smtp_timeout)
+        {
+            names.push("autoreply.relay, retry_interval, lifetime or smtp_timeout");
         }
         names
     }
@@ -751,6 +761,7 @@ impl Validator<'_> {
                 Duration::from_secs(1),
             ),
             lifetime: self.duration(&a.lifetime, "autoreply.lifetime", Duration::from_secs(60)),
+            smtp_timeout: self.duration(&a.smtp_timeout, "autoreply.smtp_timeout", Duration::from_secs(1)),
             require_addressed: *a.require_addressed.get_ref(),
             system_addresses: a
                 .system_addresses
@@ -851,6 +862,10 @@ mod tests {
         assert_eq!(c.autoreply.interval, Duration::from_secs(3600));
         let e = parse("[autoreply]\nlifetime = \"soon\"").unwrap_err();
         assert_eq!(e.0[0].line, 2);
+        assert_eq!(parse("").unwrap().autoreply.smtp_timeout, crate::outbox::SMTP_TIMEOUT);
+        let c = parse("[autoreply]\nsmtp_timeout = \"5s\"").unwrap();
+        assert_eq!(c.autoreply.smtp_timeout, Duration::from_secs(5));
+        assert!(parse("[autoreply]\nsmtp_timeout = \"0s\"").is_err());
     }
 
     #[test]

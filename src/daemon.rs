@@ -63,6 +63,7 @@ pub fn reload(shared: &SharedConfig) -> bool {
     new.autoreply.relay = old.autoreply.relay.clone();
     new.autoreply.retry_interval = old.autoreply.retry_interval;
     new.autoreply.lifetime = old.autoreply.lifetime;
+    new.autoreply.smtp_timeout = old.autoreply.smtp_timeout;
     let reply_file = commands::load_reply_file(&new);
     shared.set_config(new);
     info!("configuration reloaded from {}", old.path.display());
@@ -86,14 +87,23 @@ pub async fn reply_worker(
         let (state, outbox) = (state.clone(), outbox.clone());
         let qid = job.queue_id.clone();
         let done = tokio::task::spawn_blocking(move || {
+            // Not queued: forget the reservation too, so that the sender's next message is
+            // answered once the disk is usable again instead of never within the interval.
+            let not_sent = |why: String| match state.release(&job.reservation) {
+                Ok(()) => why,
+                Err(e) => format!("{why}; {e}, so this sender gets no reply until its entry expires"),
+            };
             // Recorded before it is written, so that a crash never leads to a second reply (F25).
             state
                 .persist(&job.reservation)
-                .map_err(|e| format!("cannot record the reply, so it is not sent: {e}"))?;
+                .map_err(|e| not_sent(format!("cannot record the reply, so it is not sent: {e}")))?;
             let r = reply::build(&job.config.autoreply, &job.reply_file, &job.request, unix_now());
-            let id = outbox
-                .enqueue(&r.recipient, &r.message, SystemTime::now())
-                .map_err(|e| format!("cannot write the reply to the outbox, so it is not sent: {e}"))?;
+            let id = outbox.enqueue(&r.recipient, &r.message, SystemTime::now()).map_err(|e| {
+                not_sent(format!(
+                    "cannot write the reply to the outbox {}, so it is not sent: {e}",
+                    outbox.dir().display()
+                ))
+            })?;
             Ok::<_, String>((id, r.language))
         })
         .await;

@@ -266,6 +266,7 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
             relay: config.autoreply.relay.clone(),
             retry_interval: config.autoreply.retry_interval,
             lifetime: config.autoreply.lifetime,
+            smtp_timeout: config.autoreply.smtp_timeout,
             helo_name: nix::unistd::gethostname()
                 .ok()
                 .and_then(|h| h.into_string().ok())

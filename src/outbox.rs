@@ -51,9 +51,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
-/// Bound on the TCP connect plus greeting and EHLO, and on each later SMTP command, the message
-/// transfer included (RFC 5321 §4.5.3.2 allows longer, but a local relay answers in milliseconds and
-/// a long bound would hold up shutdown).
+/// Default bound (`autoreply.smtp_timeout`) on the TCP connect plus greeting and EHLO, and on each
+/// later SMTP command, the message transfer included (RFC 5321 §4.5.3.2 allows longer, but a local
+/// relay answers in milliseconds and a long bound would hold up shutdown).
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The retry interval doubles after each temporary failure up to this bound.
 pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(30 * 60);
@@ -156,6 +156,8 @@ pub struct OutboxConfig {
     pub retry_interval: Duration,
     /// An entry this long after its creation is dropped unsent (warn log).
     pub lifetime: Duration,
+    /// Bound on each SMTP step (normally [`SMTP_TIMEOUT`]).
+    pub smtp_timeout: Duration,
     /// Our name in EHLO.
     pub helo_name: String,
 }
@@ -364,7 +366,12 @@ impl Outbox {
             file.sync_all()?;
             drop(file);
             fs::rename(&temp, self.entry_path(id))?;
-            sync_dir(&self.dir)
+            sync_dir(&self.dir).inspect_err(|_| {
+                // An error must mean "not queued": the caller then forgets the reply.
+                if fresh {
+                    let _ = fs::remove_file(self.entry_path(id));
+                }
+            })
         })();
         if result.is_err() {
             let _ = fs::remove_file(&temp);
@@ -657,7 +664,7 @@ fn command_failure(what: &str, relay: &Relay, e: StepError) -> Failure {
 
 /// One delivery attempt. Ok(()) = accepted by the relay.
 pub async fn send_one(config: &OutboxConfig, entry: &Entry) -> Result<(), SendError> {
-    match deliver(config, entry, SMTP_TIMEOUT, None).await {
+    match deliver(config, entry, config.smtp_timeout, None).await {
         Ok(()) => Ok(()),
         Err(Failure::Send(e)) => Err(e),
         // Cannot happen without a stop signal; kept total rather than panicking.
@@ -863,9 +870,23 @@ pub async fn run_sender(
                 continue;
             }
 
+            // A reply sent while its entry cannot be removed (disk read-only or failing) would be
+            // sent again after a restart: only send when the outbox can be written right now.
+            let probe = entry.clone();
+            if let Err(e) = blocking(&outbox, move |o| o.reschedule(&probe)).await {
+                let next = unix_secs_ceil(now + config.retry_interval);
+                warn!(
+                    "reply {} not sent for now: the outbox cannot be written, so it could not be marked as sent ({e}); retrying in {}",
+                    entry.id,
+                    humantime::format_duration(config.retry_interval)
+                );
+                memory.deferred.insert(entry.id.clone(), next);
+                next_due = Some(next_due.map_or(next, |d| d.min(next)));
+                continue;
+            }
             debug!(id = %entry.id, rcpt = %recipient_tag(&entry.recipient), attempt = entry.attempts + 1, "sending reply");
             let result = {
-                let mut send = pin!(deliver(&config, &entry, SMTP_TIMEOUT, Some(&stop_rx)));
+                let mut send = pin!(deliver(&config, &entry, config.smtp_timeout, Some(&stop_rx)));
                 let mut stop_sent = false;
                 loop {
                     tokio::select! {
@@ -1145,6 +1166,7 @@ mod tests {
             relay: Relay { host: "127.0.0.1".into(), port },
             retry_interval: Duration::from_secs(1),
             lifetime: Duration::from_secs(3600),
+            smtp_timeout: SMTP_TIMEOUT,
             helo_name: "test.example".into(),
         }
     }

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -57,7 +57,8 @@ struct Inner {
 pub struct ReplyState {
     secret: [u8; 32],
     inner: Mutex<Inner>,
-    db: Option<Database>,
+    /// The store on disk; None for a store in memory only.
+    disk: Option<Disk>,
     /// Why the store cannot be used; every decision is then "suppressed (store)".
     unavailable: Option<String>,
     max_entries: usize,
@@ -93,7 +94,7 @@ impl ReplyState {
         let state = ReplyState {
             secret,
             inner: Mutex::new(Inner { answered, recent: VecDeque::new() }),
-            db: Some(db),
+            disk: Some(Disk { path: db_path, db: Mutex::new(Some(db)) }),
             unavailable: None,
             max_entries,
         };
@@ -109,7 +110,7 @@ impl ReplyState {
         ReplyState {
             secret,
             inner: Mutex::new(Inner { answered: HashMap::new(), recent: VecDeque::new() }),
-            db: None,
+            disk: None,
             unavailable: None,
             max_entries: usize::MAX,
         }
@@ -170,14 +171,42 @@ impl ReplyState {
     /// Writes a reservation to disk (blocking: call it off the milter's path). A failure means
     /// the reply must not be sent, since a restart would forget it was.
     pub fn persist(&self, r: &Reservation) -> Result<(), StateError> {
-        let Some(db) = &self.db else { return Ok(()) };
-        let fail = |e: &dyn fmt::Display| StateError(format!("cannot write the state store: {e}"));
-        let tx = db.begin_write().map_err(|e| fail(&e))?;
+        let Some(disk) = &self.disk else { return Ok(()) };
+        disk.write("cannot write the state store", |db| {
+            let tx = db.begin_write().map_err(|e| e.to_string())?;
+            {
+                let mut table = tx.open_table(ANSWERED).map_err(|e| e.to_string())?;
+                table.insert(r.key.as_slice(), r.expiry).map_err(|e| e.to_string())?;
+            }
+            tx.commit().map_err(|e| e.to_string())
+        })
+    }
+
+    /// Forgets a reservation whose reply was not queued (the store or the outbox could not be
+    /// written), in memory and, best effort, on disk: otherwise the sender would get no reply for
+    /// a whole interval although none was sent. Never call it for a reply that may be queued.
+    pub fn release(&self, r: &Reservation) -> Result<(), StateError> {
         {
-            let mut table = tx.open_table(ANSWERED).map_err(|e| fail(&e))?;
-            table.insert(r.key.as_slice(), r.expiry).map_err(|e| fail(&e))?;
+            let mut inner = self.lock();
+            if inner.answered.get(&r.key) == Some(&r.expiry) {
+                inner.answered.remove(&r.key);
+            }
         }
-        tx.commit().map_err(|e| fail(&e))
+        let Some(disk) = &self.disk else { return Ok(()) };
+        disk.write("cannot undo the record in the state store", |db| {
+            let tx = db.begin_write().map_err(|e| e.to_string())?;
+            {
+                let mut table = tx.open_table(ANSWERED).map_err(|e| e.to_string())?;
+                let ours = table
+                    .get(r.key.as_slice())
+                    .map_err(|e| e.to_string())?
+                    .is_some_and(|v| v.value() == r.expiry);
+                if ours {
+                    table.remove(r.key.as_slice()).map_err(|e| e.to_string())?;
+                }
+            }
+            tx.commit().map_err(|e| e.to_string())
+        })
     }
 
     /// Drops expired entries, and the oldest ones past `max_entries` (RFC 5230: bounded, oldest
@@ -201,19 +230,20 @@ impl ReplyState {
             }
             removed
         };
-        let Some(db) = &self.db else { return Ok(removed.len()) };
+        let Some(disk) = &self.disk else { return Ok(removed.len()) };
         if removed.is_empty() {
             return Ok(0);
         }
-        let fail = |e: &dyn fmt::Display| StateError(format!("cannot purge the state store: {e}"));
-        let tx = db.begin_write().map_err(|e| fail(&e))?;
-        {
-            let mut table = tx.open_table(ANSWERED).map_err(|e| fail(&e))?;
-            for k in &removed {
-                table.remove(k.as_slice()).map_err(|e| fail(&e))?;
+        disk.write("cannot purge the state store", |db| {
+            let tx = db.begin_write().map_err(|e| e.to_string())?;
+            {
+                let mut table = tx.open_table(ANSWERED).map_err(|e| e.to_string())?;
+                for k in &removed {
+                    table.remove(k.as_slice()).map_err(|e| e.to_string())?;
+                }
             }
-        }
-        tx.commit().map_err(|e| fail(&e))?;
+            tx.commit().map_err(|e| e.to_string())
+        })?;
         Ok(removed.len())
     }
 
@@ -224,6 +254,33 @@ impl ReplyState {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The database file and its handle.
+struct Disk {
+    path: PathBuf,
+    /// None after a failed write, until it is opened again.
+    db: Mutex<Option<Database>>,
+}
+
+impl Disk {
+    /// Runs one write transaction. After an I/O error redb refuses every later write ("Previous
+    /// I/O error occurred") until the database is opened again: without a reopen, a disk that was
+    /// full or read-only for a moment would stop the replies until the next restart.
+    fn write(&self, what: &str, f: impl FnOnce(&Database) -> Result<(), String>) -> Result<(), StateError> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if db.is_none() {
+            let reopened = Database::create(&self.path)
+                .map_err(|e| StateError(format!("{what}: cannot open {} again: {e}", self.path.display())))?;
+            *db = Some(reopened);
+        }
+        let Some(open) = db.as_ref() else { return Err(StateError(format!("{what}: not open"))) };
+        f(open).map_err(|e| {
+            // Closed now (before the lock is released), opened again at the next write.
+            *db = None;
+            StateError(format!("{what}: {e}"))
+        })
     }
 }
 

@@ -30,6 +30,8 @@ struct Fingerprint {
     ino: u64,
     size: u64,
     mtime_ns: i128,
+    /// Changed by chmod and chown too, which can make the file unreadable (and a restart fail).
+    ctime_ns: i128,
 }
 
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
@@ -41,6 +43,7 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
         ino: m.ino(),
         size: m.size(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
     })
 }
 

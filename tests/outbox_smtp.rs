@@ -216,6 +216,7 @@ fn config(port: u16) -> OutboxConfig {
         relay: Relay::parse(&format!("smtp://127.0.0.1:{port}")).unwrap(),
         retry_interval: Duration::from_millis(200),
         lifetime: Duration::from_secs(3600),
+        smtp_timeout: helpdesk_milter::outbox::SMTP_TIMEOUT,
         helo_name: "helpdesk.test".into(),
     }
 }

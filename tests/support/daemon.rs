@@ -17,6 +17,8 @@ pub struct Daemon {
     pub socket: Option<PathBuf>,
     /// Extra environment for the daemon process.
     pub env: Vec<(String, String)>,
+    /// Uid and gid to run the daemon as, instead of the test's (root ignores file modes).
+    pub user: Option<(u32, u32)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -41,6 +43,14 @@ impl Daemon {
     }
 
     fn launch(port: u16, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::configure_on(port, extra, env);
+        d.spawn();
+        d
+    }
+
+    /// Like `start_on` but does not start it: the caller may prepare the state directory, then
+    /// call `spawn`.
+    pub fn configure_on(port: u16, extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = Daemon::dir_with_reply_file();
         let config = dir.path().join("helpdesk-milter.toml");
         std::fs::write(
@@ -52,9 +62,7 @@ impl Daemon {
         .unwrap();
         let log = dir.path().join("daemon.log");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { dir, config, port, socket: None, env, child: None, log };
-        d.spawn();
-        d
+        Daemon { dir, config, port, socket: None, env, user: None, child: None, log }
     }
 
     fn dir_with_reply_file() -> tempfile::TempDir {
@@ -113,6 +121,7 @@ impl Daemon {
             port: 0,
             socket: Some(socket.to_path_buf()),
             env: Vec::new(),
+            user: None,
             child: None,
             log,
         };
@@ -127,9 +136,15 @@ impl Daemon {
         }
     }
 
-    fn spawn(&mut self) {
+    /// Starts the daemon (again, after `stop` or `kill9`) and waits until it listens.
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        if let Some((uid, gid)) = self.user {
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+        }
+        let child = cmd
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(["run", "--config"])
             .arg(&self.config)
@@ -168,6 +183,15 @@ impl Daemon {
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
         assert!(Command::new("kill").args(["-s", sig, &pid]).status().unwrap().success());
+    }
+
+    /// Kills the daemon with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Already killed by `signal("KILL")` is fine: it is reaped here.
+            let _ = c.kill();
+            c.wait().unwrap();
+        }
     }
 
     /// The process ID of the running daemon, for /proc readings (memory, file descriptors).
