@@ -8,6 +8,7 @@ use crate::diagnostic::{Diagnostic, Diagnostics};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -68,18 +69,37 @@ pub struct RenderedReply {
     pub body: String,
 }
 
+/// A reply file is a few KiB; a much larger one is a mistake, and must not fill memory.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 impl ReplyFile {
     /// Reads and validates a reply file.
     pub fn load(path: &Path) -> Result<ReplyFile, Diagnostics> {
         let whole = |msg: String| Diagnostics(vec![Diagnostic::whole_file(path, msg)]);
-        // read() of a directory fails with a bare "Is a directory" on Linux; say what to do.
-        if path.is_dir() {
-            return Err(whole(
-                "the reply file is a directory, not a file: give the path of the reply file (reply.toml)"
-                    .into(),
-            ));
+        // read() of a directory fails with a bare "Is a directory" on Linux; say what to do. A FIFO
+        // would block the reader (the watcher thread) forever, and a device never ends.
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                return Err(whole(
+                    "the reply file is a directory, not a file: give the path of the reply file (reply.toml)"
+                        .into(),
+                ));
+            }
+            Ok(m) if !m.is_file() => {
+                return Err(whole("the reply file is not a regular file (a FIFO, socket or device)".into()));
+            }
+            _ => {}
         }
-        let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read the reply file: {e}")))?;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(|e| whole(format!("cannot read the reply file: {e}")))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(whole(format!(
+                "the reply file is larger than {} KiB: that is not a reply file",
+                MAX_FILE_BYTES / 1024
+            )));
+        }
         match String::from_utf8(bytes) {
             Ok(text) => ReplyFile::parse(path, &text),
             Err(e) => {
@@ -782,6 +802,20 @@ body = "Olá\n{hot_topics}\n"
         let e = ReplyFile::load(dir.path()).unwrap_err();
         assert!(e.0[0].message.contains("directory"), "{e}");
         assert_eq!(e.0[0].line, 1);
+
+        // Neither blocks nor fills memory: a FIFO with no writer, an endless device, a huge file.
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let zero = dir.path().join("zero.toml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for p in [&fifo, &zero] {
+            let e = ReplyFile::load(p).unwrap_err();
+            assert!(e.0[0].message.contains("not a regular file"), "{e}");
+        }
+        let huge = dir.path().join("huge.toml");
+        std::fs::write(&huge, "#".repeat(2 << 20)).unwrap();
+        let e = ReplyFile::load(&huge).unwrap_err();
+        assert!(e.0[0].message.contains("larger than 1024 KiB"), "{e}");
 
         let empty = dir.path().join("empty.toml");
         std::fs::write(&empty, "").unwrap();
