@@ -726,7 +726,7 @@ fn startup_with_the_reply_file_missing_or_invalid_fails_visibly_and_postfix_pass
 }
 
 #[test]
-fn on_error_tempfail_applies_to_triage_failures_not_to_reply_trouble() {
+fn on_error_tempfail_never_holds_mail_for_reply_trouble_and_a_forged_flood_is_refused() {
     let mut s = setup_with(Mode::Down, "", |d| {
         let text = std::fs::read_to_string(&d.config).unwrap();
         let text = text.replace("[milter]\n", "[milter]\non_error = \"tempfail\"\nmax_header_bytes = 1024\n");
@@ -737,17 +737,14 @@ fn on_error_tempfail_applies_to_triage_failures_not_to_reply_trouble() {
     restart_after(&mut s, |dir| std::fs::write(dir.join("state.redb"), b"garbage").unwrap());
     expect_store_unavailable(&s, "ben@example.org", "tempfail-store", "state.redb");
 
-    // A triage failure (forged headers too many to remove) is tempfailed, as configured.
+    // Forged headers too many to remove: refused outright (not tempfailed, which would only
+    // delay the same outcome), and the sending server is told why.
     let mut forged = String::new();
     for i in 0..1000 {
         forged.push_str(&format!("X-HelpDesk-Forged-{i:05}: yes\r\n"));
     }
     let message = format!("{forged}{}", String::from_utf8(request("cleo@example.org", "too-many")).unwrap());
     let e = s.rig.send(Some("cleo@example.org"), &[HELPDESK], message.as_bytes()).unwrap_err();
-    assert!(e.contains("451") || e.contains("4.7.1"), "{e}");
-    assert!(
-        !lines_with(&s.log(), &["cannot triage", "applying on_error = Tempfail"]).is_empty(),
-        "{}",
-        s.log()
-    );
+    assert!(e.contains("550") && e.contains("5.7.1") && e.contains("prefixed header"), "{e}");
+    assert!(!lines_with(&s.log(), &["rejected", "prefixed header"]).is_empty(), "{}", s.log());
 }
