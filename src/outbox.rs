@@ -461,6 +461,29 @@ impl Outbox {
         entries
     }
 
+    /// Removes quarantined entries last written more than `lifetime` ago: they hold a recipient's
+    /// address, and would never be sent anyway. Returns how many were removed.
+    pub fn purge_corrupt(&self, lifetime: Duration) -> usize {
+        let Ok(reader) = fs::read_dir(self.dir.join(CORRUPT_DIR)) else { return 0 };
+        let mut removed = 0;
+        for item in reader.flatten() {
+            let old = item
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > lifetime));
+            if old {
+                match fs::remove_file(item.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) => warn!("cannot remove old corrupt outbox entry {}: {e}", item.path().display()),
+                }
+            }
+        }
+        if removed > 0 {
+            info!("removed {removed} corrupt outbox entries older than the lifetime");
+        }
+        removed
+    }
+
     fn remove_stale_temp(&self, path: &Path) {
         let old = fs::symlink_metadata(path)
             .and_then(|m| m.modified())
@@ -818,7 +841,13 @@ pub async fn run_sender(
         let mut notified = pin!(wake.notified());
         notified.as_mut().enable();
 
-        let entries = blocking(&outbox, |o| Ok(o.entries())).await.unwrap_or_else(|e| {
+        let lifetime = config.lifetime;
+        let entries = blocking(&outbox, move |o| {
+            o.purge_corrupt(lifetime);
+            Ok(o.entries())
+        })
+        .await
+        .unwrap_or_else(|e| {
             error!("{e}");
             Vec::new()
         });
@@ -1095,6 +1124,27 @@ mod tests {
         let bad = text.replace("recipient = \"alice@example.com\"", "recipient = alice@example.com");
         let err = decode(bad.as_bytes()).unwrap_err();
         assert!(!err.contains("alice"), "{err}");
+    }
+
+    #[test]
+    fn quarantined_entries_are_removed_after_the_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("outbox")).unwrap();
+        let id = ob.enqueue("bob@example.net", b"msg", SystemTime::now()).unwrap();
+        let path = ob.dir().join(format!("{id}{SUFFIX}"));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 1);
+        fs::write(&path, bytes).unwrap();
+        assert!(ob.entries().is_empty());
+        let quarantined = ob.dir().join(CORRUPT_DIR).join(format!("{id}{SUFFIX}"));
+        assert!(quarantined.exists());
+        // Younger than the lifetime: kept for the sysadmin to look at.
+        assert_eq!(ob.purge_corrupt(Duration::from_secs(3600)), 0);
+        assert!(quarantined.exists());
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        File::options().write(true).open(&quarantined).unwrap().set_modified(old).unwrap();
+        assert_eq!(ob.purge_corrupt(Duration::from_secs(3600)), 1);
+        assert!(!quarantined.exists());
     }
 
     #[test]
