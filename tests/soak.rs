@@ -309,3 +309,68 @@ fn two_hundred_concurrent_sessions_lose_nothing_reply_exactly_and_stay_flat() {
         "RSS grew from {first} KiB to {last} KiB between the first and the last {window:.0} s"
     );
 }
+
+/// Sends new requests from `senders` over `sessions` concurrent SMTP sessions; returns the
+/// Message-IDs Postfix accepted, keyed to their sender.
+fn send_requests(port: u16, senders: &[String], sessions: usize, tag: &str) -> HashMap<String, String> {
+    let accepted = std::sync::Mutex::new(HashMap::new());
+    std::thread::scope(|s| {
+        for chunk in senders.chunks(senders.len().div_ceil(sessions)) {
+            let accepted = &accepted;
+            s.spawn(move || {
+                let mut smtp = Smtp::connect(port).expect("connect");
+                for sender in chunk {
+                    let id = format!("{tag}.{sender}");
+                    let (envelope, message) = load::message(Kind::Support, &id, sender);
+                    smtp.send(&envelope, HELPDESK, &message).expect("Postfix accepts every request");
+                    accepted.lock().unwrap().insert(format!("<{id}>"), sender.clone());
+                }
+                smtp.quit();
+            });
+        }
+    });
+    accepted.into_inner().unwrap()
+}
+
+#[test]
+fn a_reply_flood_of_distinct_forged_senders_stops_at_the_caps() {
+    const PER_HOUR: usize = 40;
+    const PER_DOMAIN: usize = 5;
+    let (rig, daemon) =
+        rig_and_daemon(20, &format!("max_per_hour = {PER_HOUR}\nmax_per_domain_per_hour = {PER_DOMAIN}"));
+    // First one domain floods, then 1,700 senders of as many domains: the domain cap binds first,
+    // then the global one.
+    let flood: Vec<String> = (0..300).map(|i| format!("victim{i}@flood.example")).collect();
+    let spread: Vec<String> = (0..1700).map(|i| format!("someone@victim{i}.example")).collect();
+    let mut sent = send_requests(rig.smtpd_port(), &flood, 20, "flood");
+    sent.extend(send_requests(rig.smtpd_port(), &spread, 20, "spread"));
+    assert_eq!(sent.len(), 2000);
+
+    wait_for_dumps(&rig, sent.len() + PER_HOUR, Duration::from_secs(300));
+    // A reply beyond the cap would come now.
+    std::thread::sleep(Duration::from_secs(3));
+    let all = rig.messages();
+    let (replies, incoming): (Vec<&SinkMessage>, Vec<&SinkMessage>) = all.iter().partition(|m| is_reply(m));
+    assert_eq!(incoming.len(), sent.len(), "every request delivered");
+    let mut queued = HashSet::new();
+    for m in &incoming {
+        let id = header_one(m, "Message-ID");
+        let sender = sent.get(&id).unwrap_or_else(|| panic!("unknown message {id}"));
+        match header_one(m, "X-HelpDesk-Autoreply").as_str() {
+            "queued" => assert!(queued.insert(sender.clone()), "{sender} queued twice"),
+            "suppressed (cap)" => {}
+            other => panic!("{id}: {other}"),
+        }
+    }
+    let from_flood = queued.iter().filter(|s| s.ends_with("@flood.example")).count();
+    assert_eq!(from_flood, PER_DOMAIN, "the per-domain cap: {queued:?}");
+    assert_eq!(queued.len(), PER_HOUR, "the global cap");
+    let answered: HashSet<String> =
+        replies.iter().flat_map(|r| r.rcpts()).map(|a| a.trim_matches(['<', '>']).to_owned()).collect();
+    assert_eq!(replies.len(), PER_HOUR, "exactly max_per_hour replies sent");
+    assert_eq!(answered, queued, "the replies went to the senders whose request says queued");
+    // The log says why, once per message (and names no one).
+    let log = daemon.log();
+    assert_eq!(log.matches("autoreply=suppressed (cap)").count(), sent.len() - PER_HOUR);
+    assert!(!log.contains("flood.example") && !log.contains("someone@"), "no address in the log");
+}
