@@ -213,6 +213,8 @@ struct RawMilter {
     on_error: OnError,
     #[serde(default = "default_max_connections")]
     max_connections: Spanned<i64>,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout: Spanned<String>,
     #[serde(default = "default_max_header_bytes")]
     max_header_bytes: Spanned<i64>,
     #[serde(default = "default_max_body_bytes")]
@@ -227,6 +229,7 @@ impl Default for RawMilter {
             socket_group: Spanned::new(0..0, String::new()),
             on_error: default_on_error(),
             max_connections: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
             max_header_bytes: default_max_header_bytes(),
             max_body_bytes: default_max_body_bytes(),
         }
@@ -253,6 +256,9 @@ fn default_on_error() -> OnError {
 }
 fn default_max_connections() -> Spanned<i64> {
     unspanned(100)
+}
+fn default_idle_timeout() -> Spanned<String> {
+    unspanned("1h".into())
 }
 fn default_max_header_bytes() -> Spanned<i64> {
     unspanned(256 * 1024)
@@ -382,6 +388,9 @@ pub struct MilterConfig {
     pub socket_group: Option<String>,
     pub on_error: OnError,
     pub max_connections: usize,
+    /// How long a milter connection may wait for the MTA's next command before it is closed, so
+    /// that connections that say nothing do not hold the `max_connections` slots for ever.
+    pub idle_timeout: Duration,
     /// Header bytes kept per message for classification.
     pub max_header_bytes: usize,
     /// Body bytes kept per message for classification; the rest is skipped.
@@ -502,6 +511,9 @@ impl Config {
         if a.max_connections != b.max_connections {
             names.push("milter.max_connections");
         }
+        if a.idle_timeout != b.idle_timeout {
+            names.push("milter.idle_timeout");
+        }
         if self.log_level != new.log_level {
             names.push("log.level");
         }
@@ -610,6 +622,7 @@ impl Validator<'_> {
             socket_group,
             on_error: m.on_error,
             max_connections: self.positive(&m.max_connections, "milter.max_connections", 1),
+            idle_timeout: self.duration(&m.idle_timeout, "milter.idle_timeout", Duration::from_secs(1)),
             max_header_bytes: self.positive(&m.max_header_bytes, "milter.max_header_bytes", 1024),
             max_body_bytes: self.positive(&m.max_body_bytes, "milter.max_body_bytes", 0),
         };
@@ -866,6 +879,17 @@ mod tests {
         let c = parse("[autoreply]\nsmtp_timeout = \"5s\"").unwrap();
         assert_eq!(c.autoreply.smtp_timeout, Duration::from_secs(5));
         assert!(parse("[autoreply]\nsmtp_timeout = \"0s\"").is_err());
+    }
+
+    #[test]
+    fn idle_timeout_has_a_default_and_a_minimum() {
+        assert_eq!(parse("").unwrap().milter.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(
+            parse("[milter]\nidle_timeout = \"5m\"").unwrap().milter.idle_timeout,
+            Duration::from_secs(300)
+        );
+        let e = parse("[milter]\nidle_timeout = \"0s\"").unwrap_err();
+        assert!(e.0[0].message.contains("milter.idle_timeout must be at least 1s"), "{e}");
     }
 
     #[test]

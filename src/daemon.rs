@@ -17,8 +17,14 @@ use tracing::{debug, error, info, warn};
 
 /// Serves milter connections until `shutdown` completes; transactions in flight then finish.
 pub async fn serve(listener: MilterListener, shared: SharedConfig, shutdown: impl Future) -> io::Result<()> {
-    let max_connections = milter::current(&shared).milter.max_connections;
-    let milter_config = indymilter::Config { max_connections, ..Default::default() };
+    let config = milter::current(&shared);
+    let milter_config = indymilter::Config {
+        max_connections: config.milter.max_connections,
+        // indymilter's default is libmilter's two hours: a peer that connects and says nothing
+        // would hold one of the max_connections slots that long.
+        connection_timeout: config.milter.idle_timeout,
+        ..Default::default()
+    };
     indymilter::run(listener, milter::callbacks(shared), milter_config, shutdown).await
 }
 
@@ -57,6 +63,7 @@ pub fn reload(shared: &SharedConfig) -> bool {
     new.milter.socket_mode = old.milter.socket_mode;
     new.milter.socket_group = old.milter.socket_group.clone();
     new.milter.max_connections = old.milter.max_connections;
+    new.milter.idle_timeout = old.milter.idle_timeout;
     new.log_level = old.log_level.clone();
     new.state = old.state.clone();
     new.autoreply.reply_file = old.autoreply.reply_file.clone();

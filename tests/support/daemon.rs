@@ -34,16 +34,21 @@ impl Daemon {
     /// of tests/data/reply.toml) are in its own temporary directory; `extra` may add any table but
     /// `[milter]` and `[state]`.
     pub fn start_on(port: u16, extra: &str) -> Daemon {
-        Daemon::launch(port, extra, &[])
+        Daemon::launch(port, "", extra, &[])
     }
 
     /// Like `start_on`, with extra environment variables for the daemon.
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
-        Daemon::launch(free_port(), extra, env)
+        Daemon::launch(free_port(), "", extra, env)
     }
 
-    fn launch(port: u16, extra: &str, env: &[(&str, &str)]) -> Daemon {
-        let mut d = Daemon::configure_on(port, extra, env);
+    /// Like `start_on`, with `milter` added to the `[milter]` table (e.g. `max_connections = 400`).
+    pub fn start_on_with_milter(port: u16, milter: &str, extra: &str) -> Daemon {
+        Daemon::launch(port, milter, extra, &[])
+    }
+
+    fn launch(port: u16, milter: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::configure(port, milter, extra, env);
         d.spawn();
         d
     }
@@ -51,12 +56,16 @@ impl Daemon {
     /// Like `start_on` but does not start it: the caller may prepare the state directory, then
     /// call `spawn`.
     pub fn configure_on(port: u16, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::configure(port, "", extra, env)
+    }
+
+    fn configure(port: u16, milter: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = Daemon::dir_with_reply_file();
         let config = dir.path().join("helpdesk-milter.toml");
         std::fs::write(
             &config,
             format!(
-                "[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n[state]\ndirectory = \"state\"\n{extra}\n"
+                "[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n{milter}\n[state]\ndirectory = \"state\"\n{extra}\n"
             ),
         )
         .unwrap();

@@ -278,6 +278,22 @@ impl PostfixRig {
         }
     }
 
+    /// Runs `postfix -c DIR/etc ARGS` (e.g. `["stop"]`, `["start"]`, `["reload"]`, `["flush"]`).
+    pub fn run_postfix(&self, args: &[&str]) -> Result<(), String> {
+        self.postfix(args)
+    }
+
+    /// The live smtpd processes of this rig (both smtpd services).
+    pub fn smtpd_pids(&self) -> Vec<u32> {
+        let comm = |p: u32| fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        self.master_pid()
+            .map(descendants)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&p| comm(p).trim() == "smtpd")
+            .collect()
+    }
+
     /// Stops everything and removes the dir (unless `HELPDESK_KEEP_RIG=1`). Unlike a
     /// plain drop, panics if a process could not be stopped.
     pub fn stop(mut self) {
