@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 
 const SESSIONS: usize = 200;
 const DEFAULT_SECS: u64 = 35;
+/// The hourly reply cap of the soak: reached within the first minute of a full run, as in a
+/// flood, so that the state of answered senders (bounded by the cap) stops growing and what the
+/// RSS windows compare is the cost per message alone.
+const REPLY_CAP: usize = 300;
 
 /// A message Postfix accepted (250 after DATA).
 #[derive(Clone, Debug)]
@@ -168,7 +172,8 @@ fn header_one(m: &SinkMessage, name: &str) -> String {
 fn two_hundred_concurrent_sessions_lose_nothing_reply_exactly_and_stay_flat() {
     let secs: u64 =
         std::env::var("HELPDESK_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SECS);
-    let (rig, daemon) = rig_and_daemon(SESSIONS, "max_per_hour = 1000000\nmax_per_domain_per_hour = 1000000");
+    let (rig, daemon) =
+        rig_and_daemon(SESSIONS, &format!("max_per_hour = {REPLY_CAP}\nmax_per_domain_per_hour = 1000000"));
     let pid = daemon.pid();
     // One message end to end first, so that everything the daemon opens once (state store,
     // file watches, the readiness probe's connection closed) is settled before the count.
@@ -222,7 +227,7 @@ fn two_hundred_concurrent_sessions_lose_nothing_reply_exactly_and_stay_flat() {
 
     let requesters: HashSet<&str> =
         sent.iter().filter(|m| m.kind == Kind::Support).map(|m| m.sender.as_str()).collect();
-    wait_for_dumps(&rig, sent.len() + requesters.len(), Duration::from_secs(300));
+    wait_for_dumps(&rig, sent.len() + requesters.len().min(REPLY_CAP), Duration::from_secs(300));
     eprintln!("soak: all arrived after {:.1} s", t0.elapsed().as_secs_f64());
     // Anything late or duplicated would arrive now.
     std::thread::sleep(Duration::from_secs(3));
@@ -253,21 +258,28 @@ fn two_hundred_concurrent_sessions_lose_nothing_reply_exactly_and_stay_flat() {
     assert!(unexpected.is_empty(), "messages nobody sent: {unexpected:?}");
     assert!(doubled.is_empty(), "delivered more than once: {doubled:?}");
 
-    let mut queued = 0;
+    let mut queued: HashSet<&str> = HashSet::new();
     for (id, m) in &expected {
         let got = arrived[id][0];
         assert_eq!(header_one(got, "X-HelpDesk-Class"), m.kind.class(), "{id} ({:?})", m.kind);
         let decision = header_one(got, "X-HelpDesk-Autoreply");
         if decision == "queued" {
-            queued += 1;
             assert_eq!(m.kind, Kind::Support, "{id}: only new requests are answered");
+            assert!(queued.insert(m.sender.as_str()), "{id}: a second queued decision for one sender");
         } else if m.kind == Kind::Support {
-            assert_eq!(decision, "suppressed (interval)", "{id}: a request is answered once per sender");
+            assert!(
+                decision == "suppressed (interval)" || decision == "suppressed (cap)",
+                "{id}: a request is answered once per sender, within the cap: {decision}"
+            );
         } else {
             assert!(decision.starts_with("suppressed ("), "{id}: {decision}");
         }
     }
-    assert_eq!(queued, requesters.len(), "one queued decision per distinct requester");
+    assert_eq!(
+        queued.len(),
+        requesters.len().min(REPLY_CAP),
+        "one queued decision per requester, up to the cap"
+    );
 
     let mut answered: HashMap<String, usize> = HashMap::new();
     for r in &replies {
@@ -275,11 +287,11 @@ fn two_hundred_concurrent_sessions_lose_nothing_reply_exactly_and_stay_flat() {
             *answered.entry(rcpt.trim_matches(['<', '>']).to_owned()).or_default() += 1;
         }
     }
-    let wrong: Vec<&String> = answered.keys().filter(|a| !requesters.contains(a.as_str())).collect();
+    let wrong: Vec<&String> = answered.keys().filter(|a| !queued.contains(a.as_str())).collect();
     let twice: Vec<&String> = answered.iter().filter(|(_, n)| **n > 1).map(|(a, _)| a).collect();
     assert!(wrong.is_empty(), "replies to senders that must get none: {wrong:?}");
     assert!(twice.is_empty(), "senders answered twice: {twice:?}");
-    assert_eq!(replies.len(), requesters.len(), "exactly one reply per distinct requester");
+    assert_eq!(replies.len(), queued.len(), "exactly one reply per queued decision");
 
     // Memory: the highest RSS of the last stretch of the load against that of the first stretch
     // after warm-up (allocator arenas and buffers reach their working size early on).
