@@ -284,7 +284,8 @@ fn encode(entry: &Entry) -> io::Result<Vec<u8>> {
 }
 
 /// Decodes and checks an entry file; the error says why it was refused (never the address).
-fn decode(bytes: &[u8]) -> Result<Entry, String> {
+/// Public so that the fuzz target exercises the parser the directory scan uses.
+pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
     let rest = bytes.strip_prefix(MAGIC.as_bytes()).ok_or("not an outbox entry (bad first line)")?;
     let end = rest.windows(2).position(|w| w == b"\n\n").ok_or("truncated: no end of header")?;
     let (head, message) = (&rest[..=end], &rest[end + 2..]);

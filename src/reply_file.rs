@@ -485,7 +485,7 @@ impl Validator<'_> {
                         }
                     }
                     // Web editors on Windows can save CRLF; the mail code expects \n.
-                    v.replace("\r\n", "\n")
+                    lf_line_ends(v)
                 }
             };
             out.insert(name.clone(), Translation { subject, body });
@@ -594,6 +594,22 @@ impl Validator<'_> {
         }
         v.trim().to_string()
     }
+}
+
+/// `text` with every line end `\n`: the CRs before each LF are dropped, all of them, so that no
+/// CRLF is left ("\r\r\n" included) and a second pass changes nothing.
+fn lf_line_ends(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        if lines.peek().is_some() {
+            out.push_str(line.trim_end_matches('\r'));
+            out.push('\n');
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 fn revision(bytes: &[u8]) -> String {
@@ -1113,6 +1129,15 @@ body = "{oops}"
         let body = r.render("pt-BR").body;
         assert!(!body.contains('\r') && !body.contains('{'), "{body:?}");
         assert_eq!(body.matches("20123").count(), 2);
+    }
+
+    #[test]
+    fn every_cr_before_a_line_end_goes() {
+        // Found by the round-trip invariant (fuzz/corpus/reply_file/crlf-and-braces.toml): "\r\r\n"
+        // left a CRLF in the body, and the file written back did not parse to the same body.
+        let text = valid_with("body = \"Olá\\n{hot_topics}\\n\"", "body = \"a\\r\\r\\nb\\rc\\r\\n\"");
+        assert_eq!(parse(&text).unwrap().languages["pt-BR"].body, "a\nb\rc\n");
+        assert_eq!(lf_line_ends("x\r\r\n\r\ny\r"), "x\n\ny\r");
     }
 
     // --- pick_language -----------------------------------------------------------------------
