@@ -41,13 +41,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lettre::Address;
-use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{
     ClientId, Extension, MailBodyParameter, MailParameter, RcptParameter, ServerInfo,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
@@ -632,14 +633,29 @@ impl From<SendError> for Failure {
 
 enum StepError {
     Smtp(lettre::transport::smtp::Error),
+    /// The TCP connection to the relay, opened before lettre takes it over.
+    Connect(io::Error),
     Timeout,
     Stopped,
+}
+
+impl From<lettre::transport::smtp::Error> for StepError {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        StepError::Smtp(e)
+    }
+}
+
+impl From<io::Error> for StepError {
+    fn from(e: io::Error) -> Self {
+        StepError::Connect(e)
+    }
 }
 
 impl fmt::Display for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StepError::Smtp(e) => write!(f, "{}", redact(&e.to_string())),
+            StepError::Connect(e) => write!(f, "{e}"),
             StepError::Timeout => f.write_str("timed out"),
             StepError::Stopped => f.write_str("stopped"),
         }
@@ -648,10 +664,10 @@ impl fmt::Display for StepError {
 
 /// Runs one SMTP step under the timeout; before the message is transmitted the step is also
 /// abandoned on shutdown (nothing has been accepted yet, so dropping it is harmless).
-async fn step<T>(
+async fn step<T, E: Into<StepError>>(
     limit: Duration,
     stop: Option<&watch::Receiver<bool>>,
-    fut: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, StepError> {
     let stopped = async {
         match stop {
@@ -669,7 +685,7 @@ async fn step<T>(
         () = stopped => Err(StepError::Stopped),
         r = tokio::time::timeout(limit, fut) => match r {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StepError::Smtp(e)),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(StepError::Timeout),
         },
     }
@@ -713,15 +729,16 @@ async fn deliver(
         ClientId::Domain(config.helo_name.clone())
     };
 
-    let connect = AsyncSmtpConnection::connect_tokio1(
-        (relay.host.as_str(), relay.port),
-        Some(limit),
-        &helo,
-        None,
-        None,
-    );
     // Problems before the transaction are the relay's (down, misconfigured), not the message's:
     // even a 5xx greeting is retried, within the lifetime.
+    let connect = async {
+        let tcp = TcpStream::connect((relay.host.as_str(), relay.port)).await?;
+        // lettre writes the message and its final dot in two writes: without NODELAY the dot waits
+        // for the relay's delayed ACK, 40 ms per reply on loopback.
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn AsyncTokioStream> = Box::new(tcp);
+        AsyncSmtpConnection::connect_with_transport(stream, &helo).await.map_err(StepError::from)
+    };
     let mut conn = match step(limit, stop, connect).await {
         Ok(c) => c,
         Err(StepError::Stopped) => return Err(Failure::Stopped),
