@@ -72,9 +72,8 @@ fn is_reply(m: &SinkMessage) -> bool {
 
 /// The kind of message number `n` of a worker, in fixed proportions (percent): WhisperBack 15,
 /// new request 4, request from an earlier requester 8, follow-up 18, team 10, bounce 10, list
-/// 12, auto-submitted 8, spam 15. New requests are few because the daemon sends its replies one
-/// at a time (about 20 per second here, each an SMTP session with Postfix): more would leave
-/// the test waiting for the replies long after the load.
+/// 12, auto-submitted 8, spam 15. New requests are a small share, as at the Help Desk; even so
+/// they pass the reply cap (`REPLY_CAP`) within the first minute of a full run.
 fn pick(n: usize) -> (Kind, bool) {
     // A multiplicative hash spreads consecutive numbers over the table.
     match (n.wrapping_mul(2_654_435_761) >> 7) % 100 {
