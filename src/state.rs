@@ -172,13 +172,9 @@ impl ReplyState {
     /// the reply must not be sent, since a restart would forget it was.
     pub fn persist(&self, r: &Reservation) -> Result<(), StateError> {
         let Some(disk) = &self.disk else { return Ok(()) };
-        disk.write("cannot write the state store", |db| {
-            let tx = db.begin_write().map_err(|e| e.to_string())?;
-            {
-                let mut table = tx.open_table(ANSWERED).map_err(|e| e.to_string())?;
-                table.insert(r.key.as_slice(), r.expiry).map_err(|e| e.to_string())?;
-            }
-            tx.commit().map_err(|e| e.to_string())
+        disk.write("cannot write the state store", |table| {
+            table.insert(r.key.as_slice(), r.expiry)?;
+            Ok(())
         })
     }
 
@@ -193,19 +189,11 @@ impl ReplyState {
             }
         }
         let Some(disk) = &self.disk else { return Ok(()) };
-        disk.write("cannot undo the record in the state store", |db| {
-            let tx = db.begin_write().map_err(|e| e.to_string())?;
-            {
-                let mut table = tx.open_table(ANSWERED).map_err(|e| e.to_string())?;
-                let ours = table
-                    .get(r.key.as_slice())
-                    .map_err(|e| e.to_string())?
-                    .is_some_and(|v| v.value() == r.expiry);
-                if ours {
-                    table.remove(r.key.as_slice()).map_err(|e| e.to_string())?;
-                }
+        disk.write("cannot undo the record in the state store", |table| {
+            if table.get(r.key.as_slice())?.is_some_and(|v| v.value() == r.expiry) {
+                table.remove(r.key.as_slice())?;
             }
-            tx.commit().map_err(|e| e.to_string())
+            Ok(())
         })
     }
 
@@ -234,15 +222,11 @@ impl ReplyState {
         if removed.is_empty() {
             return Ok(0);
         }
-        disk.write("cannot purge the state store", |db| {
-            let tx = db.begin_write().map_err(|e| e.to_string())?;
-            {
-                let mut table = tx.open_table(ANSWERED).map_err(|e| e.to_string())?;
-                for k in &removed {
-                    table.remove(k.as_slice()).map_err(|e| e.to_string())?;
-                }
+        disk.write("cannot purge the state store", |table| {
+            for k in &removed {
+                table.remove(k.as_slice())?;
             }
-            tx.commit().map_err(|e| e.to_string())
+            Ok(())
         })?;
         Ok(removed.len())
     }
@@ -265,10 +249,15 @@ struct Disk {
 }
 
 impl Disk {
-    /// Runs one write transaction. After an I/O error redb refuses every later write ("Previous
-    /// I/O error occurred") until the database is opened again: without a reopen, a disk that was
-    /// full or read-only for a moment would stop the replies until the next restart.
-    fn write(&self, what: &str, f: impl FnOnce(&Database) -> Result<(), String>) -> Result<(), StateError> {
+    /// Runs `f` on the table of answered senders in one write transaction. After an I/O error redb
+    /// refuses every later write ("Previous I/O error occurred") until the database is opened
+    /// again: without a reopen, a disk that was full or read-only for a moment would stop the
+    /// replies until the next restart.
+    fn write(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut redb::Table<'_, &'static [u8], u64>) -> Result<(), redb::StorageError>,
+    ) -> Result<(), StateError> {
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
         if db.is_none() {
             let reopened = Database::create(&self.path)
@@ -276,7 +265,12 @@ impl Disk {
             *db = Some(reopened);
         }
         let Some(open) = db.as_ref() else { return Err(StateError(format!("{what}: not open"))) };
-        f(open).map_err(|e| {
+        let transaction = || -> Result<(), String> {
+            let tx = open.begin_write().map_err(|e| e.to_string())?;
+            f(&mut tx.open_table(ANSWERED).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())
+        };
+        transaction().map_err(|e| {
             // Closed now (before the lock is released), opened again at the next write.
             *db = None;
             StateError(format!("{what}: {e}"))
