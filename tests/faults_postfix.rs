@@ -15,9 +15,10 @@ mod mta;
 mod postfix;
 
 use daemon::Daemon;
+use daemon::fd_count;
 use indymilter::ProtoOpts;
 use indymilter::message::reply::Reply;
-use load::{HELPDESK, Kind, Smtp, fd_count, wait_fds_at_most};
+use load::{HELPDESK, Kind, Smtp, wait_fds_at_most};
 use postfix::{PostfixRig, RigOptions, SinkMessage, free_port};
 use std::io::Read;
 use std::time::{Duration, Instant};

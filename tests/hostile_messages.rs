@@ -20,8 +20,9 @@ mod mta;
 #[path = "support/postfix.rs"]
 mod postfix;
 
+use daemon::status_kib;
 use daemon::{Daemon, free_port};
-use hostile::{Case, HELPDESK, cases, reset_peak_rss, split_like_postfix, status_kib};
+use hostile::{Case, HELPDESK, cases, reset_peak_rss, split_like_postfix};
 use indymilter::ProtoOpts;
 use indymilter::message::reply::Reply;
 use mta::MtaConn;
@@ -257,6 +258,7 @@ fn protocol_memory_stays_bounded_on_a_100_mib_body_and_1000_nested_multiparts() 
     let warm = format!("warm-{tag}@example.org");
     rt.block_on(drive(daemon.port, ProtoOpts::all(), &warm, &normal_request(&warm)));
     let idle = status_kib(pid, "VmRSS");
+    assert!(idle > 0, "no VmRSS for the daemon (pid {pid})");
     for case in cases(&tag, 100 * MIB).iter().filter(|c| matches!(c.name, "big-body" | "nested-1000")) {
         reset_peak_rss(pid);
         // Skip is not offered: every byte of the body goes through the daemon.
@@ -264,6 +266,7 @@ fn protocol_memory_stays_bounded_on_a_100_mib_body_and_1000_nested_multiparts() 
             rt.block_on(drive(daemon.port, ProtoOpts::all() - ProtoOpts::SKIP, &case.sender, &case.message));
         assert_triaged(case.name, &o, case.forged, "queued");
         let peak = status_kib(pid, "VmHWM");
+        assert!(peak > 0, "no VmHWM for the daemon (pid {pid})");
         eprintln!(
             "{}: idle RSS {idle} KiB, peak {peak} KiB, added {} KiB ({} bytes sent)",
             case.name,

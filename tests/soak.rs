@@ -12,7 +12,8 @@ mod load;
 mod postfix;
 
 use daemon::Daemon;
-use load::{HELPDESK, Kind, Smtp, fd_count, rss_kib};
+use daemon::{fd_count, rss_kib};
+use load::{HELPDESK, Kind, Smtp};
 use postfix::{PostfixRig, RigOptions, SinkMessage, free_port};
 use std::collections::{HashMap, HashSet};
 use std::sync::Barrier;

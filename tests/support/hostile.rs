@@ -256,16 +256,6 @@ pub fn split_like_postfix(raw: &[u8]) -> (Vec<Field>, &[u8]) {
     (headers, &raw[pos..])
 }
 
-/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
-pub fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// Resets the peak resident set size (VmHWM) to the current one (proc(5), clear_refs 5).
 pub fn reset_peak_rss(pid: u32) {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("write /proc/PID/clear_refs");

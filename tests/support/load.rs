@@ -204,26 +204,11 @@ pub fn crlf(s: &str) -> Vec<u8> {
     s.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes()
 }
 
-/// Resident memory of `pid` in KiB (`VmRSS` of /proc/PID/status).
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Number of open file descriptors of `pid`.
-pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
 /// Waits until `pid` has at most `n` open files; returns the last count seen.
 pub fn wait_fds_at_most(pid: u32, n: usize, timeout: Duration) -> usize {
     let t0 = std::time::Instant::now();
     loop {
-        let now = fd_count(pid);
+        let now = crate::daemon::fd_count(pid);
         if now <= n || t0.elapsed() > timeout {
             return now;
         }
