@@ -21,7 +21,7 @@ mod mta;
 mod postfix;
 
 use daemon::status_kib;
-use daemon::{Daemon, free_port};
+use daemon::{Daemon, SilentRelay, free_port};
 use hostile::{Case, HELPDESK, cases, reset_peak_rss, split_like_postfix};
 use indymilter::ProtoOpts;
 use indymilter::message::reply::Reply;
@@ -49,11 +49,10 @@ fn run_tag() -> String {
 }
 
 /// A daemon whose replies wait in its outbox: the relay is a port nobody listens on.
-fn daemon_with_outbox() -> Daemon {
-    Daemon::start(&format!(
-        "[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1h\"",
-        free_port()
-    ))
+fn daemon_with_outbox() -> (Daemon, SilentRelay) {
+    let relay = SilentRelay::new();
+    let daemon = Daemon::start(&format!("[autoreply]\nrelay = \"{}\"\nretry_interval = \"1h\"", relay.url()));
+    (daemon, relay)
 }
 
 /// What the daemon answered to one message.
@@ -225,7 +224,7 @@ fn normal_request(sender: &str) -> Vec<u8> {
 
 #[test]
 fn protocol_every_hostile_case_is_triaged_and_its_reply_is_clean() {
-    let daemon = daemon_with_outbox();
+    let (daemon, _relay) = daemon_with_outbox();
     let tag = run_tag();
     let cases = cases(&tag, 100 * MIB);
     let rt = runtime();
@@ -251,7 +250,7 @@ fn protocol_every_hostile_case_is_triaged_and_its_reply_is_clean() {
 
 #[test]
 fn protocol_memory_stays_bounded_on_a_100_mib_body_and_1000_nested_multiparts() {
-    let daemon = daemon_with_outbox();
+    let (daemon, _relay) = daemon_with_outbox();
     let pid = daemon.pid();
     let tag = run_tag();
     let rt = runtime();
@@ -287,7 +286,7 @@ fn protocol_a_header_over_the_protocol_frame_limit_costs_its_connection_only() {
     // indymilter refuses a milter frame over 1 MiB - 1 and drops the connection; the MTA then
     // applies its milter_default_action. Postfix never sends such a frame: with a milter its
     // cleanup cuts every header field at 60,000 bytes (see the Postfix test below).
-    let daemon = daemon_with_outbox();
+    let (daemon, _relay) = daemon_with_outbox();
     let tag = run_tag();
     let sender = format!("huge-header-{tag}@example.org");
     let mut raw = format!("From: {sender}\r\nTo: support@tails.net\r\nSubject: x\r\nX-Huge: ").into_bytes();
@@ -531,7 +530,7 @@ fn postfix_every_hostile_case_is_delivered_intact_classified_and_answered_once()
 fn the_classify_command_shows_the_same_triage_for_every_hostile_case() {
     // `classify` runs the daemon's end-of-message code on a whole message file (mail-parser
     // splits the header instead of Postfix): no crash, the same class and decision.
-    let daemon = daemon_with_outbox();
+    let (daemon, _relay) = daemon_with_outbox();
     for case in cases(&run_tag(), 12 * MIB) {
         let out = daemon.classify(&case.message, &case.sender, &[HELPDESK]);
         assert!(out.contains(&"X-HelpDesk-Class: support".to_string()), "{}: {out:?}", case.name);

@@ -263,6 +263,21 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A relay that takes connections and never says a word, so that replies stay in the outbox. It
+/// holds its port for as long as it lives: a port that was only free when picked could be taken by
+/// another test's relay, which would then receive this test's replies.
+pub struct SilentRelay(std::net::TcpListener);
+
+impl SilentRelay {
+    pub fn new() -> SilentRelay {
+        SilentRelay(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.0.local_addr().unwrap())
+    }
+}
+
 /// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`); 0 once the process is gone.
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
