@@ -94,6 +94,54 @@ struct RawConfig {
     state: RawState,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    stats: RawStats,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStats {
+    #[serde(default = "default_true")]
+    enabled: Spanned<bool>,
+    #[serde(default = "default_retention")]
+    retention: Spanned<String>,
+    #[serde(default = "default_frequent")]
+    frequent_min: Spanned<i64>,
+    #[serde(default = "default_frequent")]
+    frequent_weeks: Spanned<i64>,
+}
+
+impl Default for RawStats {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+            retention: default_retention(),
+            frequent_min: default_frequent(),
+            frequent_weeks: default_frequent(),
+        }
+    }
+}
+
+fn default_retention() -> Spanned<String> {
+    unspanned("365d".into())
+}
+fn default_frequent() -> Spanned<i64> {
+    unspanned(2)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default = "default_empty")]
+    listen: Spanned<String>,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self { listen: default_empty() }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -455,6 +503,26 @@ pub struct StateConfig {
     pub max_entries: usize,
 }
 
+/// What is counted for `helpdesk-milter stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsConfig {
+    /// Count triaged messages (day, class, topics, encryption, reply decision; nothing else).
+    pub enabled: bool,
+    /// Days older than this are purged from the statistics.
+    pub retention: Duration,
+    /// A topic is frequent when reported at least `frequent_min` times in each of the last
+    /// `frequent_weeks` complete weeks.
+    pub frequent_min: u32,
+    pub frequent_weeks: u32,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served; None (the default) serves nothing.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -464,6 +532,8 @@ pub struct Config {
     pub helpdesk: HelpdeskConfig,
     pub autoreply: AutoreplyConfig,
     pub state: StateConfig,
+    pub stats: StatsConfig,
+    pub metrics: MetricsConfig,
     pub log_level: String,
     /// The reply policy's view of the settings above.
     pub policy: crate::policy::PolicyConfig,
@@ -519,6 +589,12 @@ impl Config {
         }
         if self.state != new.state {
             names.push("state.directory");
+        }
+        if self.stats.retention != new.stats.retention {
+            names.push("stats.retention");
+        }
+        if self.metrics != new.metrics {
+            names.push("metrics.listen");
         }
         let (a, b) = (&self.autoreply, &new.autoreply);
         if a.reply_file != b.reply_file {
@@ -734,7 +810,53 @@ impl Validator<'_> {
             max_per_hour: autoreply.max_per_hour,
             max_per_domain_per_hour: autoreply.max_per_domain_per_hour,
         };
-        Config { path: self.path.to_path_buf(), milter, helpdesk, autoreply, state, log_level: level, policy }
+        let stats = self.stats(&raw.stats);
+        let listen = raw.metrics.listen.get_ref().trim();
+        let metrics = MetricsConfig {
+            listen: if listen.is_empty() {
+                None
+            } else {
+                match listen.parse() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.error(
+                            &raw.metrics.listen,
+                            "metrics.listen must be an IP address and port, such as \"127.0.0.1:9894\" (or \"\" for no endpoint)",
+                        );
+                        None
+                    }
+                }
+            },
+        };
+        Config {
+            path: self.path.to_path_buf(),
+            milter,
+            helpdesk,
+            autoreply,
+            state,
+            stats,
+            metrics,
+            log_level: level,
+            policy,
+        }
+    }
+
+    fn stats(&mut self, s: &RawStats) -> StatsConfig {
+        const WEEK: Duration = Duration::from_secs(7 * 86400);
+        let count = |v: &Spanned<i64>| u32::try_from(*v.get_ref()).unwrap_or(u32::MAX);
+        let (min, weeks) = (count(&s.frequent_min), count(&s.frequent_weeks));
+        if !(1..=1000).contains(&min) {
+            self.error(&s.frequent_min, "stats.frequent_min must be between 1 and 1000 (reports per week)");
+        }
+        if !(1..=52).contains(&weeks) {
+            self.error(&s.frequent_weeks, "stats.frequent_weeks must be between 1 and 52");
+        }
+        StatsConfig {
+            enabled: *s.enabled.get_ref(),
+            retention: self.duration(&s.retention, "stats.retention", WEEK),
+            frequent_min: min.clamp(1, 1000),
+            frequent_weeks: weeks.clamp(1, 52),
+        }
     }
 
     fn autoreply(&mut self, a: &RawAutoreply, base: &Path) -> AutoreplyConfig {
