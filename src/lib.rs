@@ -5,9 +5,11 @@
 
 pub mod address;
 pub mod auth_results;
+pub mod chart;
 pub mod classify;
 pub mod commands;
 pub mod config;
+pub mod counts;
 pub mod daemon;
 pub mod diagnostic;
 pub mod listener;
@@ -18,5 +20,6 @@ pub mod policy;
 pub mod reply;
 pub mod reply_file;
 pub mod state;
+pub mod stats;
 pub mod triage;
 pub mod watch;

@@ -2,7 +2,9 @@
 //! All logic is in the library.
 
 use clap::{Parser, Subcommand};
+use helpdesk_milter::commands::{StatsFormat, StatsRequest};
 use helpdesk_milter::config::{Config, DEFAULT_CONFIG_PATH};
+use helpdesk_milter::counts::{self, CountStore};
 use helpdesk_milter::diagnostic::Diagnostics;
 use helpdesk_milter::listener::MilterListener;
 use helpdesk_milter::milter::Shared;
@@ -78,6 +80,44 @@ enum Command {
         #[arg(value_name = "FILE|-")]
         file: Option<PathBuf>,
     },
+    /// Print the messages counted per ISO week, by class and topic, and the frequent topics
+    /// (reads the statistics; safe while the daemon runs).
+    Stats {
+        /// Configuration file (for the state directory and the frequent rule).
+        #[arg(long, short, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Show the last N weeks, the current one included.
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        weeks: u32,
+        /// Show the weeks from this one (2026-W41, or the week of a date such as 2026-10-05) to now.
+        #[arg(long, value_name = "WEEK|DATE", conflicts_with = "weeks")]
+        since: Option<String>,
+        /// Only the messages about this topic id (repeatable: about any of them).
+        #[arg(long, value_name = "ID")]
+        topic: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Also draw the weekly counts per class and per topic as an SVG chart in FILE.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// Frequent: at least this many reports a week (default: stats.frequent_min).
+        #[arg(long, value_name = "N")]
+        frequent_min: Option<u32>,
+        /// ... in each of this many last complete weeks (default: stats.frequent_weeks).
+        #[arg(long, value_name = "K")]
+        frequent_weeks: Option<u32>,
+        /// Report as of this day (UTC, such as 2026-11-21) instead of today.
+        #[arg(long, value_name = "DATE")]
+        today: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +128,47 @@ fn main() -> ExitCode {
         Command::Check { config, reply: None } => report(commands::check(&config).map(|_| ()), &config),
         Command::Classify { config, sender, rcpt, file } => classify(config, sender, rcpt, file),
         Command::Preview { reply, lang, config, message } => preview(reply, lang, config, message),
+        Command::Stats { config, weeks, since, topic, format, plot, frequent_min, frequent_weeks, today } => {
+            let format = match format {
+                Format::Table => StatsFormat::Table,
+                Format::Json => StatsFormat::Json,
+                Format::Csv => StatsFormat::Csv,
+            };
+            let req = StatsRequest {
+                weeks,
+                since,
+                topics: topic,
+                format,
+                plot,
+                frequent_min,
+                frequent_weeks,
+                today,
+            };
+            stats(config, &req)
+        }
+    }
+}
+
+fn stats(config: PathBuf, req: &StatsRequest) -> ExitCode {
+    let config = match Config::load(&config) {
+        Ok(c) => c,
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match commands::stats(&config, req) {
+        Ok(out) => {
+            print!("{out}");
+            if let Some(p) = &req.plot {
+                eprintln!("chart written to {}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("helpdesk-milter stats: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -284,6 +365,10 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
         )));
     }
     tasks.push(tokio::spawn(daemon::purge_periodically(state.clone(), stop_rx.clone())));
+    // Statistics: written by their own task, after the transactions they count.
+    let (counts_tx, counts_rx) = mpsc::unbounded_channel();
+    let count_store = CountStore::new(&config.state.directory);
+    tasks.push(tokio::spawn(counts::record(counts_rx, count_store, config.stats.retention)));
 
     let reply_path = config.autoreply.reply_file.clone();
     if let Some(f) = &reply_file {
@@ -291,7 +376,7 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
     }
     let watch_reply = reply_file.is_some();
     let listen = listener.local_addr();
-    let shared = Shared::new(config, reply_file, state, Some(jobs_tx));
+    let shared = Shared::new(config, reply_file, state, Some(jobs_tx), Some(counts_tx));
     let _watcher = if watch_reply {
         match watch::watch_reply_file(shared.clone(), reply_path.clone()) {
             Ok(w) => Some(w),

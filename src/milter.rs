@@ -6,6 +6,7 @@
 
 use crate::classify::Envelope;
 use crate::config::{Config, OnError};
+use crate::counts::Row;
 use crate::message::MessageData;
 use crate::reply::ReplyRequest;
 use crate::reply_file::ReplyFile;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub state: Arc<ReplyState>,
     /// Where queued replies go; None drops them (tests of the milter alone).
     pub jobs: Option<mpsc::UnboundedSender<ReplyJob>>,
+    /// Where each triaged message is counted (`[stats]`); None counts nothing.
+    pub counts: Option<mpsc::UnboundedSender<Row>>,
 }
 
 pub type SharedConfig = Arc<Shared>;
@@ -51,12 +54,14 @@ impl Shared {
         reply_file: Option<ReplyFile>,
         state: Arc<ReplyState>,
         jobs: Option<mpsc::UnboundedSender<ReplyJob>>,
+        counts: Option<mpsc::UnboundedSender<Row>>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             config: RwLock::new(Arc::new(config)),
             reply_file: RwLock::new(reply_file.map(Arc::new)),
             state,
             jobs,
+            counts,
         })
     }
 
@@ -267,6 +272,7 @@ async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
         return status_for(on_error);
     }
     log_outcome(&qid, &triage);
+    count(&shared, &tx.config, &triage, now);
     // The reply is recorded, written and sent by the worker, after this transaction.
     if let (Some((request, reservation)), Some(file)) = (triage.reply, reply_file)
         && let Some(jobs) = &shared.jobs
@@ -283,6 +289,17 @@ async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
         }
     }
     Status::Accept
+}
+
+/// Hands a triaged message's row to the statistics writer: a send on a channel, no I/O here.
+fn count(shared: &Shared, config: &Config, t: &Triage, now: u64) {
+    let (Some(class), Some(counts)) = (t.class, &shared.counts) else { return };
+    if !config.stats.enabled {
+        return;
+    }
+    let decision = t.decision.map(|d| d.header_value()).unwrap_or_default();
+    // A closed channel means the daemon is stopping; the count is then lost, the mail is not.
+    let _ = counts.send(Row::new(now, class.as_str(), &t.topics, t.signals.encrypted, &decision));
 }
 
 /// Applies the header changes in order.

@@ -45,8 +45,13 @@ impl Milter {
         let reply_file =
             ReplyFile::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reply.toml")));
         let (jobs_tx, jobs) = mpsc::unbounded_channel();
-        let shared =
-            Shared::new(config, Some(reply_file.unwrap()), Arc::new(ReplyState::in_memory()), Some(jobs_tx));
+        let shared = Shared::new(
+            config,
+            Some(reply_file.unwrap()),
+            Arc::new(ReplyState::in_memory()),
+            Some(jobs_tx),
+            None,
+        );
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (stop, rx) = oneshot::channel();

@@ -1,7 +1,8 @@
 //! The writers' privacy, end to end through a real Postfix: after a mix of mail (requests that
 //! are answered, a follow-up, a WhisperBack report, a bounce, a reply the relay refuses), no log
 //! line at info level or above, no file in the state directory and no triage header holds an
-//! address, a display name, a Subject, a Message-ID or a word of a body. Needs root and Postfix.
+//! address, a display name, a Subject, a Message-ID or a word of a body (the statistics included).
+//! Needs root and Postfix.
 
 #[path = "support/daemon.rs"]
 mod daemon;
@@ -101,6 +102,17 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// Messages counted by `helpdesk-milter stats`, in every week shown.
+fn stats_total(daemon: &Daemon) -> u64 {
+    let out = std::process::Command::new(daemon::BIN)
+        .args(["stats", "--format", "csv", "-c"])
+        .arg(&daemon.config)
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    csv.lines().filter(|l| l.contains(",total,")).filter_map(|l| l.rsplit(',').next()?.parse::<u64>().ok()).sum()
+}
+
 fn is_reply(m: &SinkMessage) -> bool {
     m.header("Auto-Submitted") == vec!["auto-replied"]
 }
@@ -153,10 +165,18 @@ fn no_address_subject_or_content_in_logs_state_or_headers() {
         assert_eq!(find_secret(line.as_bytes()), None, "the log line quotes a writer: {line}");
     }
 
-    // Every file the daemon keeps: the state store, its secret, the outbox (empty once sent).
+    // Every file the daemon keeps: the state store, its secret, the outbox (empty once sent), the
+    // statistics (written off the milter's path: wait until they count every message).
+    let t0 = Instant::now();
+    while stats_total(&daemon) < msgs.len() as u64 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "statistics not written:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut files = Vec::new();
     files_under(&daemon.state_dir(), &mut files);
-    assert!(files.iter().any(|f| f.file_name().is_some_and(|n| n == "state.redb")), "{files:?}");
+    for name in ["state.redb", "stats.redb"] {
+        assert!(files.iter().any(|f| f.file_name().is_some_and(|n| n == name)), "{name}: {files:?}");
+    }
     for f in &files {
         assert_eq!(find_secret(&std::fs::read(f).unwrap()), None, "{} holds a writer's data", f.display());
     }

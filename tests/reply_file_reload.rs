@@ -38,7 +38,7 @@ fn stays(shared: &Shared, want: &str) {
 fn setup(path: &Path) -> Arc<Shared> {
     let config = Config::defaults(Path::new("/x.toml"));
     let file = ReplyFile::load(path).unwrap();
-    Shared::new(config, Some(file), Arc::new(ReplyState::in_memory()), None)
+    Shared::new(config, Some(file), Arc::new(ReplyState::in_memory()), None, None)
 }
 
 #[test]
