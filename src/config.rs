@@ -933,6 +933,33 @@ mod tests {
     }
 
     #[test]
+    fn stats_and_metrics_settings_are_checked() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.stats,
+            StatsConfig {
+                enabled: true,
+                retention: Duration::from_secs(365 * 86400),
+                frequent_min: 2,
+                frequent_weeks: 2
+            }
+        );
+        assert_eq!(c.metrics.listen, None, "no endpoint unless asked");
+        let c =
+            parse("[stats]\nretention = \"30d\"\nfrequent_min = 3\n[metrics]\nlisten = \"127.0.0.1:9894\"\n")
+                .unwrap();
+        assert_eq!((c.stats.retention.as_secs(), c.stats.frequent_min), (30 * 86400, 3));
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9894".parse().unwrap()));
+        let e = parse(
+            "[stats]\nretention = \"1d\"\nfrequent_min = 0\nfrequent_weeks = 99\n[metrics]\nlisten = \"localhost\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = e.0.iter().map(|d| d.line).collect();
+        assert_eq!(lines, vec![3, 4, 2, 6], "{e}");
+        assert!(e.to_string().contains("stats.retention must be at least 7days"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_an_error_with_its_line() {
         let e = parse("[milter]\nlisten = \"inet:127.0.0.1:1\"\nlisten_on = 3\n").unwrap_err();
         assert_eq!(e.0.len(), 1);

@@ -110,7 +110,10 @@ fn stats_total(daemon: &Daemon) -> u64 {
         .output()
         .unwrap();
     let csv = String::from_utf8_lossy(&out.stdout);
-    csv.lines().filter(|l| l.contains(",total,")).filter_map(|l| l.rsplit(',').next()?.parse::<u64>().ok()).sum()
+    csv.lines()
+        .filter(|l| l.contains(",total,"))
+        .filter_map(|l| l.rsplit(',').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn is_reply(m: &SinkMessage) -> bool {
