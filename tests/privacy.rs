@@ -102,20 +102,6 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Messages counted by `helpdesk-milter stats`, in every week shown.
-fn stats_total(daemon: &Daemon) -> u64 {
-    let out = std::process::Command::new(daemon::BIN)
-        .args(["stats", "--format", "csv", "-c"])
-        .arg(&daemon.config)
-        .output()
-        .unwrap();
-    let csv = String::from_utf8_lossy(&out.stdout);
-    csv.lines()
-        .filter(|l| l.contains(",total,"))
-        .filter_map(|l| l.rsplit(',').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 fn is_reply(m: &SinkMessage) -> bool {
     m.header("Auto-Submitted") == vec!["auto-replied"]
 }
@@ -170,11 +156,8 @@ fn no_address_subject_or_content_in_logs_state_or_headers() {
 
     // Every file the daemon keeps: the state store, its secret, the outbox (empty once sent), the
     // statistics (written off the milter's path: wait until they count every message).
-    let t0 = Instant::now();
-    while stats_total(&daemon) < msgs.len() as u64 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "statistics not written:\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let counted = daemon::stats_total(&daemon.wait_stats(msgs.len() as u64));
+    assert_eq!(counted, msgs.len() as u64, "statistics:\n{}", daemon.log());
     let mut files = Vec::new();
     files_under(&daemon.state_dir(), &mut files);
     for name in ["state.redb", "stats.redb"] {

@@ -15,7 +15,7 @@ use daemon::Daemon;
 use daemon::{fd_count, rss_kib};
 use load::{HELPDESK, Kind, Smtp};
 use postfix::{PostfixRig, RigOptions, SinkMessage, free_port};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -280,6 +280,14 @@ fn two_hundred_concurrent_sessions_lose_nothing_reply_exactly_and_stay_flat() {
         requesters.len().min(REPLY_CAP),
         "one queued decision per requester, up to the cap"
     );
+
+    // The statistics count every triaged message once, by class, however many arrive at once.
+    let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
+    for m in &sent {
+        *by_class.entry(m.kind.class().to_string()).or_default() += 1;
+    }
+    let json = daemon.wait_stats(sent.len() as u64);
+    assert_eq!(daemon::stats_sums(&json, "classes"), by_class, "statistics per class");
 
     let mut answered: HashMap<String, usize> = HashMap::new();
     for r in &replies {

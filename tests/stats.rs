@@ -8,10 +8,8 @@ mod daemon;
 #[path = "support/postfix.rs"]
 mod postfix;
 
-use daemon::{BIN, Daemon, SilentRelay};
+use daemon::{BIN, Daemon, SilentRelay, stats_sums as sum, stats_total as total};
 use postfix::{PostfixRig, RigOptions, free_port};
-use serde_json::Value;
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -101,27 +99,6 @@ fn stats(daemon: &Daemon, args: &[&str]) -> std::process::Output {
     Command::new(BIN).arg("stats").arg("-c").arg(&daemon.config).args(args).output().unwrap()
 }
 
-fn stats_json(daemon: &Daemon, args: &[&str]) -> Value {
-    let out = stats(daemon, &[&["--format", "json"], args].concat());
-    assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Sums a map of every week (the run may straddle a week boundary).
-fn sum(json: &Value, field: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for w in json["weeks"].as_array().unwrap() {
-        for (k, v) in w[field].as_object().unwrap() {
-            *out.entry(k.clone()).or_default() += v.as_u64().unwrap();
-        }
-    }
-    out
-}
-
-fn total(json: &Value) -> u64 {
-    json["weeks"].as_array().unwrap().iter().map(|w| w["total"].as_u64().unwrap()).sum()
-}
-
 #[test]
 fn counts_after_mail_through_postfix_match_what_was_sent() {
     let milter_port = free_port();
@@ -133,7 +110,7 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
     let daemon = Daemon::start_on(milter_port, &format!("[autoreply]\nrelay = \"{}\"", relay.url()));
 
     // No statistics yet: an empty report, not an error.
-    let empty = stats_json(&daemon, &[]);
+    let empty = daemon.stats(&[]);
     assert_eq!(total(&empty), 0);
     assert_eq!(empty["weeks"].as_array().unwrap().len(), 8, "the last 8 weeks by default");
 
@@ -166,19 +143,13 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
     assert!(runs > 1, "stats ran {runs} times while the daemon wrote");
 
     // The writer batches off the milter's path: wait for the last rows to land.
-    let t0 = Instant::now();
-    let json = loop {
-        let json = stats_json(&daemon, &[]);
-        if total(&json) >= COUNTED || t0.elapsed() > Duration::from_secs(20) {
-            break json;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let json = daemon.wait_stats(COUNTED);
     assert_eq!(total(&json), COUNTED, "{json:#}");
-    let classes = sum(&json, "classes");
-    for (class, n) in EXPECTED_CLASSES {
-        assert_eq!(classes[*class], *n, "class {class}: {json:#}");
-    }
+    assert_eq!(
+        sum(&json, "classes"),
+        EXPECTED_CLASSES.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+        "{json:#}"
+    );
     assert_eq!(sum(&json, "topics"), EXPECTED_TOPICS.iter().map(|(t, n)| (t.to_string(), *n)).collect());
     assert_eq!(sum(&json, "autoreply")["queued"], 6, "one reply per new sender: {json:#}");
     // Every WhisperBack sample is encrypted.
@@ -187,7 +158,7 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
     assert_eq!(encrypted, 2);
 
     // --topic restricts the counts to the messages about it.
-    let about = stats_json(&daemon, &["--topic", "nvidia-black-screen"]);
+    let about = daemon.stats(&["--topic", "nvidia-black-screen"]);
     assert_eq!(total(&about), 2);
     assert_eq!(sum(&about, "classes")["support"], 2);
 
@@ -208,8 +179,7 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
     // A week later (as if today were next week's Monday, with K = 1), the topics reported at least
     // twice this week are named frequent, since this week.
     let next_monday = date_u(&["-d", "next monday", "+%F"]);
-    let later =
-        stats_json(&daemon, &["--today", &next_monday, "--frequent-weeks", "1", "--since", &this_week()]);
+    let later = daemon.stats(&["--today", &next_monday, "--frequent-weeks", "1", "--since", &this_week()]);
     let frequent: Vec<&str> =
         later["frequent"].as_array().unwrap().iter().map(|f| f["topic"].as_str().unwrap()).collect();
     if total(&later) == COUNTED {
@@ -237,7 +207,7 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
     // The counts outlive the daemon.
     let mut daemon = daemon;
     assert_eq!(daemon.stop(), Some(0));
-    assert_eq!(total(&stats_json(&daemon, &[])), COUNTED);
+    assert_eq!(total(&daemon.stats(&[])), COUNTED);
 }
 
 #[test]

@@ -92,6 +92,31 @@ impl Daemon {
         self.dir.path().join("state")
     }
 
+    /// `helpdesk-milter stats --format json ARGS` on this daemon's configuration.
+    pub fn stats(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["stats", "--format", "json", "-c"])
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until `stats` counts at least `n` messages (the counts are written off the milter's
+    /// path, a moment after the message), and returns its JSON.
+    pub fn wait_stats(&self, n: u64) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let json = self.stats(&[]);
+            if stats_total(&json) >= n || t0.elapsed() > Duration::from_secs(30) {
+                return json;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Restarts the daemon with the same configuration and state.
     pub fn restart(&mut self) {
         assert_eq!(self.stop(), Some(0), "{}", self.log());
@@ -257,6 +282,24 @@ pub fn classify(config: &Path, message: &[u8], sender: &str, rcpts: &[&str]) -> 
     let out = cmd.arg(&file).output().unwrap();
     assert!(out.status.success(), "classify failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// Messages counted in every week of a `stats` JSON.
+pub fn stats_total(json: &serde_json::Value) -> u64 {
+    json["weeks"].as_array().unwrap().iter().map(|w| w["total"].as_u64().unwrap()).sum()
+}
+
+/// One map of a `stats` JSON ("classes", "topics", "autoreply") summed over its weeks, without
+/// the zeros.
+pub fn stats_sums(json: &serde_json::Value, field: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for w in json["weeks"].as_array().unwrap() {
+        for (k, v) in w[field].as_object().unwrap() {
+            *out.entry(k.clone()).or_default() += v.as_u64().unwrap();
+        }
+    }
+    out.retain(|_, n| *n > 0);
+    out
 }
 
 pub fn free_port() -> u16 {
