@@ -207,9 +207,11 @@ pub async fn record(mut rows: mpsc::UnboundedReceiver<Row>, store: CountStore, r
     let mut open = true;
     while open || !pending.is_empty() {
         if pending.is_empty() {
-            match rows.recv().await {
-                Some(r) => *pending.entry(r).or_default() += 1,
-                None => break,
+            // Quiet for a day: write nothing, but still purge the days past the retention.
+            match tokio::time::timeout(Duration::from_secs(DAY), rows.recv()).await {
+                Ok(Some(r)) => *pending.entry(r).or_default() += 1,
+                Ok(None) => break,
+                Err(_) => {}
             }
         } else if !backoff.is_zero() {
             // Waiting to try again; keep counting meanwhile.

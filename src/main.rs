@@ -160,6 +160,14 @@ fn stats(config: PathBuf, req: &StatsRequest) -> ExitCode {
     match commands::stats(&config, req) {
         Ok(out) => {
             print!("{out}");
+            let store = CountStore::new(&config.state.directory);
+            if !store.path().exists() {
+                // Zeros are then no news: say why, in case the configuration is not the daemon's.
+                eprintln!(
+                    "helpdesk-milter stats: no statistics at {} yet (nothing counted so far, or not the daemon's state.directory)",
+                    store.path().display()
+                );
+            }
             if let Some(p) = &req.plot {
                 eprintln!("chart written to {}", p.display());
             }

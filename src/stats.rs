@@ -309,10 +309,12 @@ pub fn to_table(report: &Report) -> String {
     } else {
         format!(" about {}", report.topic_filter.join(" or "))
     };
+    let span =
+        if first.week == last.week { first.week.clone() } else { format!("{} to {}", first.week, last.week) };
     let _ = writeln!(
         out,
-        "Messages{about} per ISO week, {} to {} (UTC; weeks not yet over are marked *, counted until {})\n",
-        first.week, last.week, report.today
+        "Messages{about} per ISO week, {span} (UTC; weeks not yet over are marked *, counted until {})\n",
+        report.today
     );
     let mut headings = vec!["week".to_string(), "total".to_string()];
     headings.extend(CLASS_ORDER.iter().map(|c| c.as_str().to_string()));
@@ -528,6 +530,44 @@ mod tests {
         let f = &json["frequent"][0];
         assert_eq!((f["topic"].as_str(), f["since"].as_str()), (Some("wifi"), Some("2026-W46")));
         assert_eq!(f["weekly_average"].as_f64(), Some(2.5));
+    }
+
+    /// Every key of the JSON output, nested ones included.
+    fn keys(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    out.insert(k.clone());
+                    keys(v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_json_field_is_documented_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("**JSON** (`--format json`)").expect("the README documents the JSON");
+        let doc = &readme[start..start + readme[start..].find("**CSV**").unwrap()];
+        let rows = vec![reports("2026-11-09", "wifi", 2), reports("2026-11-16", "wifi", 3)];
+        let json: serde_json::Value =
+            serde_json::from_str(&to_json(&report(&rows, &opts("2026-11-23", 2)))).unwrap();
+        let mut found = BTreeSet::new();
+        keys(&json, &mut found);
+        // Map keys that are data (class names, topic ids, decisions), not field names.
+        let data: BTreeSet<String> = CLASS_ORDER
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .chain(["wifi".into(), "queued".into()])
+            .collect();
+        for k in found.difference(&data) {
+            assert!(
+                doc.contains(&format!("\"{k}\"")),
+                "the JSON field {k:?} is not in the README's JSON section"
+            );
+        }
     }
 
     #[test]
