@@ -115,11 +115,14 @@ impl CountStore {
                     let old = table.get(key)?.map_or(0, |v| v.value());
                     table.insert(key, old.saturating_add(*n))?;
                 }
-                table.retain(|(day, ..), _| {
-                    let keep = day >= first_day_kept;
-                    purged += usize::from(!keep);
-                    keep
-                })?;
+                // Rows are ordered by day: look at the oldest before scanning them all.
+                if table.first()?.is_some_and(|(k, _)| k.value().0 < first_day_kept) {
+                    table.retain(|(day, ..), _| {
+                        let keep = day >= first_day_kept;
+                        purged += usize::from(!keep);
+                        keep
+                    })?;
+                }
             }
             tx.commit()?;
             Ok(purged)
