@@ -47,7 +47,8 @@ pub enum Metric {
     OutboxDepth,
     /// Age of the oldest outbox entry, 0 when it is empty (a gauge).
     OutboxOldestAge,
-    /// Messages the milter could not handle normally, by `kind` ([`MilterError`]).
+    /// Messages (or, for `negotiation`, connections) the milter could not handle normally, by
+    /// `kind` ([`MilterError`]).
     MilterErrors,
 }
 
@@ -102,7 +103,7 @@ impl Metric {
             Metric::OutboxDepth => "Auto-replies waiting in the outbox.",
             Metric::OutboxOldestAge => "Age in seconds of the oldest auto-reply in the outbox; 0 when empty.",
             Metric::MilterErrors => {
-                "Messages the milter could not handle normally, by kind; on_error or a rejection applied."
+                "Milter errors, by kind: on_error applied, or the message or connection refused."
             }
         }
     }
