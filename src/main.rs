@@ -9,7 +9,7 @@ use helpdesk_milter::milter::Shared;
 use helpdesk_milter::outbox::{Outbox, OutboxConfig};
 use helpdesk_milter::reply_file::ReplyFile;
 use helpdesk_milter::state::ReplyState;
-use helpdesk_milter::{commands, daemon, watch};
+use helpdesk_milter::{commands, daemon, metrics, watch};
 use sd_notify::NotifyState;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -245,6 +245,21 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
         }
     };
 
+    // Metrics are optional: mail flows on without them.
+    let metrics_on = match config.metrics.listen {
+        None => false,
+        Some(addr) => match metrics::install(addr) {
+            Ok(()) => {
+                info!("metrics served on http://{addr}/metrics");
+                true
+            }
+            Err(e) => {
+                error!("cannot serve metrics on {addr}: {e}; running without metrics");
+                false
+            }
+        },
+    };
+
     // Replies: state, outbox, the worker that writes them and the sender that delivers them.
     let outbox_dir = config.state.directory.join("outbox");
     let mut state = daemon::open_state(&config);
@@ -284,6 +299,9 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
         )));
     }
     tasks.push(tokio::spawn(daemon::purge_periodically(state.clone(), stop_rx.clone())));
+    if metrics_on && let Some(outbox) = &outbox {
+        tasks.push(tokio::spawn(metrics::watch_outbox(outbox.clone(), stop_rx.clone())));
+    }
 
     let reply_path = config.autoreply.reply_file.clone();
     if let Some(f) = &reply_file {
