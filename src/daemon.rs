@@ -4,6 +4,7 @@
 use crate::commands;
 use crate::config::Config;
 use crate::listener::MilterListener;
+use crate::metrics::{self, Failure};
 use crate::milter::{self, ReplyJob, SharedConfig};
 use crate::outbox::Outbox;
 use crate::reply;
@@ -53,6 +54,7 @@ pub fn reload(shared: &SharedConfig) -> bool {
         Ok(c) => c,
         Err(d) => {
             error!("configuration not reloaded, the running one is kept:\n{d}");
+            metrics::config_refused();
             return false;
         }
     };
@@ -74,10 +76,17 @@ pub fn reload(shared: &SharedConfig) -> bool {
     let reply_file = commands::load_reply_file(&new);
     shared.set_config(new);
     info!("configuration reloaded from {}", old.path.display());
+    metrics::config_reloaded();
     match reply_file {
-        Ok(Some(f)) => shared.set_reply_file(f),
+        Ok(Some(f)) => {
+            shared.set_reply_file(f);
+            metrics::reply_file_reloaded();
+        }
         Ok(None) => {}
-        Err(d) => error!("reply file not reloaded, the running version is kept:\n{d}"),
+        Err(d) => {
+            error!("reply file not reloaded, the running version is kept:\n{d}");
+            metrics::reply_file_refused();
+        }
     }
     true
 }
@@ -117,10 +126,17 @@ pub async fn reply_worker(
         match done {
             Ok(Ok((id, language))) => {
                 info!(queue_id = %qid, reply_id = %id, language = %language, "reply queued");
+                metrics::reply_queued();
                 wake.notify_one();
             }
-            Ok(Err(e)) => error!(queue_id = %qid, "{e}"),
-            Err(e) => error!(queue_id = %qid, "reply worker failed: {e}"),
+            Ok(Err(e)) => {
+                error!(queue_id = %qid, "{e}");
+                metrics::reply_failed(Failure::NotQueued);
+            }
+            Err(e) => {
+                error!(queue_id = %qid, "reply worker failed: {e}");
+                metrics::reply_failed(Failure::NotQueued);
+            }
         }
     }
     debug!("reply worker stopped");

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod diagnostic;
 pub mod listener;
 pub mod message;
+pub mod metrics;
 pub mod milter;
 pub mod outbox;
 pub mod policy;

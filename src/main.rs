@@ -11,7 +11,7 @@ use helpdesk_milter::milter::Shared;
 use helpdesk_milter::outbox::{Outbox, OutboxConfig};
 use helpdesk_milter::reply_file::ReplyFile;
 use helpdesk_milter::state::ReplyState;
-use helpdesk_milter::{commands, daemon, watch};
+use helpdesk_milter::{commands, daemon, metrics, watch};
 use sd_notify::NotifyState;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -334,6 +334,21 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
         }
     };
 
+    // Metrics are optional: mail flows on without them.
+    let metrics_on = match config.metrics.listen {
+        None => false,
+        Some(addr) => match metrics::install(addr) {
+            Ok(()) => {
+                info!("metrics served on http://{addr}/metrics");
+                true
+            }
+            Err(e) => {
+                error!("cannot serve metrics on {addr}: {e}; running without metrics");
+                false
+            }
+        },
+    };
+
     // Replies: state, outbox, the worker that writes them and the sender that delivers them.
     let outbox_dir = config.state.directory.join("outbox");
     let mut state = daemon::open_state(&config);
@@ -377,6 +392,9 @@ async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFil
     let (counts_tx, counts_rx) = mpsc::unbounded_channel();
     let count_store = CountStore::new(&config.state.directory);
     tasks.push(tokio::spawn(counts::record(counts_rx, count_store, config.stats.retention)));
+    if metrics_on && let Some(outbox) = &outbox {
+        tasks.push(tokio::spawn(metrics::watch_outbox(outbox.clone(), stop_rx.clone())));
+    }
 
     let reply_path = config.autoreply.reply_file.clone();
     if let Some(f) = &reply_file {

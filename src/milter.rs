@@ -8,6 +8,7 @@ use crate::classify::Envelope;
 use crate::config::{Config, OnError};
 use crate::counts::Row;
 use crate::message::MessageData;
+use crate::metrics::{self, MilterError};
 use crate::reply::ReplyRequest;
 use crate::reply_file::ReplyFile;
 use crate::state::{ReplyState, Reservation};
@@ -174,6 +175,7 @@ async fn negotiate(cx: &mut NegotiateContext<Session>, mta_actions: Actions, mta
     if !mta_actions.contains(ACTIONS) {
         // The MTA then applies its milter_default_action; nothing we can do about the message.
         error!("the MTA does not offer the add-header and change-header actions; cannot triage");
+        metrics::milter_error(MilterError::Negotiation);
         return Status::Reject;
     }
     cx.requested_actions = ACTIONS;
@@ -193,6 +195,7 @@ async fn mail(shared: SharedConfig, cx: &mut Context<Session>, args: Vec<CString
     let config = current(&shared);
     let Some(session) = cx.data.as_mut() else {
         error!("no session at MAIL FROM");
+        metrics::milter_error(MilterError::NoSession);
         return status_for(config.milter.on_error);
     };
     let data = MessageData::new(
@@ -241,6 +244,7 @@ async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
     let Some(tx) = cx.data.as_mut().and_then(|s| s.tx.take()) else {
         let on_error = current(&shared).milter.on_error;
         error!(queue_id = %qid, "end of message without a transaction; applying on_error = {on_error:?}");
+        metrics::milter_error(MilterError::NoTransaction);
         return status_for(on_error);
     };
     let on_error = tx.config.milter.on_error;
@@ -259,20 +263,26 @@ async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
             // accept) would hand a forged class to the Help Desk's filters. No mail client writes
             // hundreds of thousands of X-HelpDesk- fields: refuse it, and the sender is told.
             warn!(queue_id = %qid, "rejected: {e}");
+            metrics::milter_error(MilterError::ForgedHeaders);
             let _ = cx.reply.set_error_reply("550", Some("5.7.1"), [format!("message refused: {e}")]);
             return Status::Reject;
         }
         Err(_) => {
             error!(queue_id = %qid, "internal error while triaging; applying on_error = {on_error:?}");
+            metrics::milter_error(MilterError::Internal);
             return status_for(on_error);
         }
     };
     if let Err(e) = apply(&cx.actions, &triage.changes).await {
         error!(queue_id = %qid, "cannot change headers: {e}; applying on_error = {on_error:?}");
+        metrics::milter_error(MilterError::HeaderChange);
         return status_for(on_error);
     }
     log_outcome(&qid, &triage);
     count(&shared, &tx.config, &triage, now);
+    if let Some(class) = triage.class {
+        metrics::triaged(class, triage.decision);
+    }
     // The reply is recorded, written and sent by the worker, after this transaction.
     if let (Some((request, reservation)), Some(file)) = (triage.reply, reply_file)
         && let Some(jobs) = &shared.jobs
@@ -286,6 +296,7 @@ async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
         };
         if jobs.send(job).is_err() {
             error!(queue_id = %qid, "the reply worker is gone; reply not sent");
+            metrics::reply_failed(metrics::Failure::NotQueued);
         }
     }
     Status::Accept

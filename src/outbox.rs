@@ -52,6 +52,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::metrics::{self, Failure as Lost};
+
 /// Default bound (`autoreply.smtp_timeout`) on the TCP connect plus greeting and EHLO, and on each
 /// later SMTP command, the message transfer included (RFC 5321 §4.5.3.2 allows longer, but a local
 /// relay answers in milliseconds and a long bound would hold up shutdown).
@@ -516,7 +518,8 @@ impl Outbox {
         });
         match moved {
             Ok(target) => {
-                error!("corrupt outbox entry {} ({why}): moved to {}", path.display(), target.display())
+                error!("corrupt outbox entry {} ({why}): moved to {}", path.display(), target.display());
+                metrics::reply_failed(Lost::Corrupt);
             }
             Err(e) => error!(
                 "corrupt outbox entry {} ({why}): cannot move it to {CORRUPT_DIR}/: {e}",
@@ -913,7 +916,9 @@ pub async fn run_sender(
                     entry.attempts,
                     humantime::format_duration(Duration::from_secs(age.as_secs()))
                 );
-                remove_entry(&outbox, &mut memory, &entry.id).await;
+                if remove_entry(&outbox, &mut memory, &entry.id).await {
+                    metrics::reply_failed(Lost::Expired);
+                }
                 continue;
             }
 
@@ -949,12 +954,15 @@ pub async fn run_sender(
             match result {
                 Ok(()) => {
                     info!("reply {} delivered to relay {}", entry.id, config.relay);
+                    metrics::reply_sent();
                     memory.delivered.insert(entry.id.clone());
                     remove_entry(&outbox, &mut memory, &entry.id).await;
                 }
                 Err(Failure::Send(SendError::Permanent(why))) => {
                     warn!("reply {} dropped: {why}", entry.id);
-                    remove_entry(&outbox, &mut memory, &entry.id).await;
+                    if remove_entry(&outbox, &mut memory, &entry.id).await {
+                        metrics::reply_failed(Lost::Permanent);
+                    }
                 }
                 Err(Failure::Send(SendError::Temporary(why))) => {
                     let now = SystemTime::now();
@@ -981,6 +989,7 @@ pub async fn run_sender(
         if *stop_rx.borrow() {
             break;
         }
+        metrics::outbox_changed();
 
         let now = SystemTime::now();
         let sleep = next_due
@@ -1017,14 +1026,20 @@ fn expiry(config: &OutboxConfig, entry: &Entry) -> u64 {
     entry.created.saturating_add(lifetime.as_secs() + u64::from(lifetime.subsec_nanos() > 0))
 }
 
-async fn remove_entry(outbox: &Arc<Outbox>, memory: &mut Memory, id: &str) {
+/// Removes an entry durably; returns whether it is gone.
+async fn remove_entry(outbox: &Arc<Outbox>, memory: &mut Memory, id: &str) -> bool {
     let owned = id.to_owned();
     match blocking(outbox, move |o| o.remove(&owned)).await {
         Ok(()) => {
             memory.delivered.remove(id);
             memory.deferred.remove(id);
+            metrics::outbox_changed();
+            true
         }
-        Err(e) => error!("cannot remove outbox entry {id}: {e}"),
+        Err(e) => {
+            error!("cannot remove outbox entry {id}: {e}");
+            false
+        }
     }
 }
 

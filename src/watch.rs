@@ -7,6 +7,7 @@
 //! invalid, empty, half-written or missing one is refused with an error naming file, line and
 //! problem, and the last good version stays in use.
 
+use crate::metrics;
 use crate::milter::SharedConfig;
 use crate::reply_file::ReplyFile;
 use notify::RecursiveMode;
@@ -107,8 +108,12 @@ impl Watcher {
                 }
                 info!("reply file {} reloaded (revision {})", self.path.display(), file.revision);
                 self.shared.set_reply_file(file);
+                metrics::reply_file_reloaded();
             }
-            Err(d) => error!("reply file refused, the version in use is kept:\n{d}"),
+            Err(d) => {
+                error!("reply file refused, the version in use is kept:\n{d}");
+                metrics::reply_file_refused();
+            }
         }
     }
 }

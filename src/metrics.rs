@@ -1,0 +1,344 @@
+//! The optional Prometheus endpoint (`[metrics] listen`): the daemon's health for sysadmins.
+//!
+//! One place names every metric, describes it and says what its labels may hold; the rest of the
+//! daemon calls the small functions below. They use the `metrics` crate's macros, which only
+//! touch memory (atomic counters in the exporter's registry) and do nothing at all when no
+//! recorder is installed, so the milter's callbacks can call them. The only disk reads, the
+//! outbox scans behind the two outbox gauges, run in [`watch_outbox`], off the milter's path.
+//!
+//! Label values come from closed sets (classes, reasons, kinds), all registered at 0 when the
+//! endpoint starts, so that a dashboard or an alert sees every series before its first event.
+//! Nothing that identifies a person is ever a label: no address, Subject, Message-ID, queue ID
+//! or report ID.
+
+use crate::classify::Class;
+use crate::outbox::Outbox;
+use crate::policy::{Decision, Reason};
+use ::metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+use tracing::error;
+
+/// Every metric the endpoint serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Messages triaged (for the Help Desk), by `class`.
+    Messages,
+    /// Replies written to the outbox.
+    RepliesQueued,
+    /// Replies the relay accepted.
+    RepliesSent,
+    /// Messages that got no reply, by `reason` (the token of `X-HelpDesk-Autoreply: suppressed`).
+    RepliesSuppressed,
+    /// Replies decided but never delivered, by `reason` ([`Failure`]).
+    RepliesFailed,
+    /// New reply-file versions put in use (by the watcher or on SIGHUP).
+    ReplyFileReloads,
+    /// Invalid reply files refused, the running version kept.
+    ReplyFileRefusals,
+    /// Configuration reloads on SIGHUP.
+    ConfigReloads,
+    /// Invalid configurations refused on SIGHUP, the running one kept.
+    ConfigRefusals,
+    /// Entries waiting in the outbox (a gauge).
+    OutboxDepth,
+    /// Age of the oldest outbox entry, 0 when it is empty (a gauge).
+    OutboxOldestAge,
+    /// Messages (or, for `negotiation`, connections) the milter could not handle normally, by
+    /// `kind` ([`MilterError`]).
+    MilterErrors,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 12] = [
+        Metric::Messages,
+        Metric::RepliesQueued,
+        Metric::RepliesSent,
+        Metric::RepliesSuppressed,
+        Metric::RepliesFailed,
+        Metric::ReplyFileReloads,
+        Metric::ReplyFileRefusals,
+        Metric::ConfigReloads,
+        Metric::ConfigRefusals,
+        Metric::OutboxDepth,
+        Metric::OutboxOldestAge,
+        Metric::MilterErrors,
+    ];
+
+    /// The name served; counters end in `_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Messages => "helpdesk_milter_messages_total",
+            Metric::RepliesQueued => "helpdesk_milter_replies_queued_total",
+            Metric::RepliesSent => "helpdesk_milter_replies_sent_total",
+            Metric::RepliesSuppressed => "helpdesk_milter_replies_suppressed_total",
+            Metric::RepliesFailed => "helpdesk_milter_replies_failed_total",
+            Metric::ReplyFileReloads => "helpdesk_milter_reply_file_reloads_total",
+            Metric::ReplyFileRefusals => "helpdesk_milter_reply_file_refusals_total",
+            Metric::ConfigReloads => "helpdesk_milter_config_reloads_total",
+            Metric::ConfigRefusals => "helpdesk_milter_config_refusals_total",
+            Metric::OutboxDepth => "helpdesk_milter_outbox_depth",
+            Metric::OutboxOldestAge => "helpdesk_milter_outbox_oldest_age_seconds",
+            Metric::MilterErrors => "helpdesk_milter_errors_total",
+        }
+    }
+
+    /// The HELP line.
+    fn help(self) -> &'static str {
+        match self {
+            Metric::Messages => "Messages for the Help Desk triaged, by class (X-HelpDesk-Class).",
+            Metric::RepliesQueued => "Auto-replies written to the outbox.",
+            Metric::RepliesSent => "Auto-replies accepted by the relay.",
+            Metric::RepliesSuppressed => {
+                "Messages that get no auto-reply, by reason (X-HelpDesk-Autoreply: suppressed (reason))."
+            }
+            Metric::RepliesFailed => "Auto-replies decided but never delivered, by reason.",
+            Metric::ReplyFileReloads => "New versions of the reply file put in use.",
+            Metric::ReplyFileRefusals => "Invalid reply files refused; the running version was kept.",
+            Metric::ConfigReloads => "Configuration reloads (SIGHUP).",
+            Metric::ConfigRefusals => "Invalid configurations refused on SIGHUP; the running one was kept.",
+            Metric::OutboxDepth => "Auto-replies waiting in the outbox.",
+            Metric::OutboxOldestAge => "Age in seconds of the oldest auto-reply in the outbox; 0 when empty.",
+            Metric::MilterErrors => {
+                "Milter errors, by kind: on_error applied, or the message or connection refused."
+            }
+        }
+    }
+
+    fn is_gauge(self) -> bool {
+        matches!(self, Metric::OutboxDepth | Metric::OutboxOldestAge)
+    }
+
+    /// The label of a labelled metric, and every value it can take.
+    fn label(self) -> Option<(&'static str, Vec<&'static str>)> {
+        match self {
+            Metric::Messages => Some(("class", Class::ALL.map(Class::as_str).to_vec())),
+            Metric::RepliesSuppressed => Some(("reason", Reason::ALL.map(Reason::as_str).to_vec())),
+            Metric::RepliesFailed => Some(("reason", Failure::ALL.map(Failure::as_str).to_vec())),
+            Metric::MilterErrors => Some(("kind", MilterError::ALL.map(MilterError::as_str).to_vec())),
+            _ => None,
+        }
+    }
+}
+
+/// How often the outbox gauges are refreshed when nothing happens, so that the age moves.
+pub const OUTBOX_TICK: Duration = Duration::from_secs(10);
+/// The shortest time between two outbox scans, however busy the outbox.
+const OUTBOX_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Why a reply that was decided never reached the relay (label `reason` of [`Metric::RepliesFailed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Still undelivered at the end of `autoreply.lifetime`.
+    Expired,
+    /// A permanent failure: the relay refused it (5xx), its recipient cannot be sent to, or the
+    /// outcome after transmission is unknown (not retried, to avoid a duplicate).
+    Permanent,
+    /// It could not be recorded or written to the outbox.
+    NotQueued,
+    /// Its outbox entry was unreadable or damaged and was moved to `corrupt/`.
+    Corrupt,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 4] =
+        [Failure::Expired, Failure::Permanent, Failure::NotQueued, Failure::Corrupt];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Expired => "expired",
+            Failure::Permanent => "permanent",
+            Failure::NotQueued => "not-queued",
+            Failure::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// What went wrong with a message in the milter (label `kind` of [`Metric::MilterErrors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MilterError {
+    /// The triage failed unexpectedly; `on_error` was applied.
+    Internal,
+    /// The MTA did not take the header changes; `on_error` was applied.
+    HeaderChange,
+    /// Rejected: more forged X-HelpDesk- fields than can be removed.
+    ForgedHeaders,
+    /// End of message without MAIL FROM (an MTA out of step); `on_error` was applied.
+    NoTransaction,
+    /// MAIL FROM before negotiation (an MTA out of step); `on_error` was applied.
+    NoSession,
+    /// The MTA does not offer the header actions: its `milter_default_action` applies.
+    Negotiation,
+}
+
+impl MilterError {
+    pub const ALL: [MilterError; 6] = [
+        MilterError::Internal,
+        MilterError::HeaderChange,
+        MilterError::ForgedHeaders,
+        MilterError::NoTransaction,
+        MilterError::NoSession,
+        MilterError::Negotiation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MilterError::Internal => "internal",
+            MilterError::HeaderChange => "header-change",
+            MilterError::ForgedHeaders => "forged-headers",
+            MilterError::NoTransaction => "no-transaction",
+            MilterError::NoSession => "no-session",
+            MilterError::Negotiation => "negotiation",
+        }
+    }
+}
+
+/// Wakes [`watch_outbox`] when the outbox changed. A permit is kept while it scans, so that no
+/// change is missed; without the endpoint nothing waits on it.
+static OUTBOX_CHANGED: Notify = Notify::const_new();
+
+/// A message for the Help Desk was triaged, with the reply decision in its header.
+pub fn triaged(class: Class, decision: Option<Decision>) {
+    counter!(Metric::Messages.name(), "class" => class.as_str()).increment(1);
+    if let Some(Decision::Suppressed(reason)) = decision {
+        counter!(Metric::RepliesSuppressed.name(), "reason" => reason.as_str()).increment(1);
+    }
+}
+
+/// A reply was written to the outbox.
+pub fn reply_queued() {
+    counter!(Metric::RepliesQueued.name()).increment(1);
+    outbox_changed();
+}
+
+/// The relay accepted a reply.
+pub fn reply_sent() {
+    counter!(Metric::RepliesSent.name()).increment(1);
+}
+
+/// A decided reply will never be delivered.
+pub fn reply_failed(why: Failure) {
+    counter!(Metric::RepliesFailed.name(), "reason" => why.as_str()).increment(1);
+}
+
+/// A new version of the reply file is in use.
+pub fn reply_file_reloaded() {
+    counter!(Metric::ReplyFileReloads.name()).increment(1);
+}
+
+/// An invalid reply file was refused; the running version stays.
+pub fn reply_file_refused() {
+    counter!(Metric::ReplyFileRefusals.name()).increment(1);
+}
+
+/// The configuration was reloaded (SIGHUP).
+pub fn config_reloaded() {
+    counter!(Metric::ConfigReloads.name()).increment(1);
+}
+
+/// An invalid configuration was refused on SIGHUP; the running one stays.
+pub fn config_refused() {
+    counter!(Metric::ConfigRefusals.name()).increment(1);
+}
+
+/// The milter met a message it could not handle normally.
+pub fn milter_error(kind: MilterError) {
+    counter!(Metric::MilterErrors.name(), "kind" => kind.as_str()).increment(1);
+}
+
+/// The outbox changed (an entry added, sent, dropped or set aside): refresh its gauges soon.
+pub fn outbox_changed() {
+    OUTBOX_CHANGED.notify_one();
+}
+
+/// Serves the metrics on `addr` (http://ADDR/metrics) from now on. Binds at once and fails if it
+/// cannot; must run inside the tokio runtime, which then serves the endpoint. Once per process.
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    let (recorder, exporter) =
+        PrometheusBuilder::new().with_http_listener(addr).build().map_err(|e| e.to_string())?;
+    ::metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = exporter.await {
+            error!("the metrics endpoint on {addr} stopped: {e:?}");
+        }
+    });
+    describe_and_register();
+    Ok(())
+}
+
+/// Every metric described, and every series registered at 0, so that it is there before its
+/// first event.
+fn describe_and_register() {
+    for m in Metric::ALL {
+        if m.is_gauge() {
+            describe_gauge!(m.name(), m.help());
+            gauge!(m.name()).set(0.0);
+            continue;
+        }
+        describe_counter!(m.name(), m.help());
+        match m.label() {
+            None => counter!(m.name()).increment(0),
+            Some((label, values)) => {
+                for value in values {
+                    counter!(m.name(), label => value).increment(0);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the outbox gauges current until `stop` turns true: a scan at start, after each change
+/// (at most one a second) and every [`OUTBOX_TICK`] otherwise, so that the age moves while
+/// nothing happens. The scans read the directory in a blocking task.
+pub async fn watch_outbox(outbox: Arc<Outbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let o = outbox.clone();
+        let scan = tokio::task::spawn_blocking(move || (o.depth(), o.oldest_age(SystemTime::now())));
+        if let Ok((depth, oldest)) = scan.await {
+            gauge!(Metric::OutboxDepth.name()).set(depth as f64);
+            gauge!(Metric::OutboxOldestAge.name()).set(oldest.map_or(0.0, |age| age.as_secs() as f64));
+        }
+        let changed = async {
+            tokio::time::sleep(OUTBOX_MIN_GAP).await;
+            OUTBOX_CHANGED.notified().await;
+        };
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            () = changed => {}
+            () = tokio::time::sleep(OUTBOX_TICK) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_ours_unique_and_only_counters_end_in_total() {
+        let names: HashSet<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(names.len(), Metric::ALL.len());
+        for m in Metric::ALL {
+            let name = m.name();
+            assert!(name.starts_with("helpdesk_milter_"), "{name}");
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name}");
+            assert_eq!(name.ends_with("_total"), !m.is_gauge(), "{name}");
+            assert!(m.help().ends_with('.') && !m.help().contains('\n'), "{name}");
+            assert!(!m.is_gauge() || m.label().is_none(), "{name}: gauges have no label");
+        }
+    }
+
+    #[test]
+    fn label_values_are_short_tokens() {
+        for (label, values) in Metric::ALL.iter().filter_map(|m| m.label()) {
+            assert!(!values.is_empty(), "{label}");
+            for v in values {
+                assert!(v.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'), "{label}={v}");
+            }
+        }
+    }
+}
