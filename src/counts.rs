@@ -244,9 +244,6 @@ pub async fn record(mut rows: mpsc::UnboundedReceiver<Row>, store: CountStore, r
             Ok((Ok(added), batch)) => {
                 let n: u64 = batch.values().sum();
                 debug!(messages = n, purged = added.purged, "statistics written");
-                if added.purged > 0 {
-                    debug!("{} rows older than the retention purged from the statistics", added.purged);
-                }
                 if failing {
                     info!("statistics written again to {}", store.path().display());
                     failing = false;

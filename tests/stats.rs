@@ -242,3 +242,31 @@ fn date_u(args: &[&str]) -> String {
 fn this_week() -> String {
     date_u(&["+%G-W%V"])
 }
+
+#[test]
+fn an_unusable_statistics_file_loses_no_mail_and_no_count() {
+    let milter_port = free_port();
+    let rig = PostfixRig::start(RigOptions {
+        milter: Some(format!("inet:127.0.0.1:{milter_port}")),
+        ..Default::default()
+    });
+    let relay = SilentRelay::new();
+    let mut daemon =
+        Daemon::configure_on(milter_port, &format!("[autoreply]\nrelay = \"{}\"", relay.url()), &[]);
+    let store = daemon.state_dir().join("stats.redb");
+    std::fs::create_dir_all(daemon.state_dir()).unwrap();
+    std::fs::write(&store, vec![0x42; 8192]).unwrap();
+    daemon.spawn();
+    let (sender, message) = request("ivan", 12, "my realtek card");
+    rig.send(Some(&sender), &[HELPDESK], &message).unwrap();
+    let got = rig.wait_for_messages(1, Duration::from_secs(60));
+    assert_eq!(got[0].header("X-HelpDesk-Class"), vec!["support"], "the mail is triaged and delivered");
+    daemon.wait_log("statistics not written, kept in memory and retried", 1);
+    assert!(daemon.log().contains("stats.redb"), "the log names the file:\n{}", daemon.log());
+    // Once the sysadmin moves the damaged file away, the count kept in memory is written.
+    std::fs::remove_file(&store).unwrap();
+    let json = daemon.wait_stats(1);
+    assert_eq!(total(&json), 1, "{}", daemon.log());
+    assert_eq!(sum(&json, "topics")["wifi-realtek"], 1);
+    daemon.wait_log("statistics written again", 1);
+}
