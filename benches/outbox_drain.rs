@@ -5,7 +5,8 @@
 //!
 //! Needs root and Postfix's smtp-sink (package postfix).
 
-use helpdesk_milter::outbox::{Outbox, OutboxConfig, Relay, SMTP_TIMEOUT, run_sender};
+use helpdesk_milter::config::{DeliveryConfig, Relay, SMTP_TIMEOUT};
+use helpdesk_milter::outbox::{Outbox, SenderConfig, run_sender};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -35,11 +36,13 @@ async fn main() {
     for i in 0..replies {
         outbox.enqueue(&format!("user{i}@example.org"), message, SystemTime::now()).unwrap();
     }
-    let config = OutboxConfig {
-        relay: Relay::parse(&format!("smtp://127.0.0.1:{port}")).unwrap(),
-        retry_interval: Duration::from_secs(60),
-        lifetime: Duration::from_secs(3600),
-        smtp_timeout: SMTP_TIMEOUT,
+    let config = SenderConfig {
+        delivery: DeliveryConfig {
+            relay: Relay::parse(&format!("smtp://127.0.0.1:{port}")).unwrap(),
+            retry_interval: Duration::from_secs(60),
+            lifetime: Duration::from_secs(3600),
+            smtp_timeout: SMTP_TIMEOUT,
+        },
         helo_name: "bench.example".into(),
     };
     let (stop, stopped) = oneshot::channel::<()>();

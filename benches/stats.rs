@@ -40,7 +40,7 @@ fn a_year(store: &CountStore, today: u64) {
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = CountStore::new(dir.path());
-    let today = helpdesk_milter::daemon::unix_now() / DAY;
+    let today = helpdesk_milter::clock::unix_now() / DAY;
     a_year(&store, today);
     let rows = store.read(Duration::ZERO).unwrap();
     eprintln!("stats bench: {} rows in {} bytes", rows.len(), std::fs::metadata(store.path()).unwrap().len());

@@ -70,6 +70,32 @@ pub fn matches_any(patterns: &[SenderPattern], addr: &str) -> bool {
     patterns.iter().any(|p| p.matches(addr))
 }
 
+/// Local parts of automation and role addresses (RFC 5230 §4.6 and the prior art); `*` is any
+/// run of characters. The default of `helpdesk.role_senders`.
+pub const DEFAULT_ROLE_SENDERS: &[&str] = &[
+    "mailer-daemon",
+    "postmaster",
+    "listserv",
+    "majordomo",
+    "owner-*",
+    "*-owner",
+    "*-request",
+    "*-bounce",
+    "*-bounces",
+    "*-bounce+*",
+    "*-bounces+*",
+    "bounce-*",
+    "bounces-*",
+    "bounce",
+    "bounces",
+    "noreply*",
+    "no-reply*",
+    "no_reply*",
+    "do-not-reply*",
+    "do_not_reply*",
+    "donotreply*",
+];
+
 /// Whether the local part of a normalised address matches one of the role patterns
 /// (mailer-daemon, noreply*, *-request, ...).
 pub fn is_role_sender(role_patterns: &[String], addr: &str) -> bool {
@@ -80,7 +106,6 @@ pub fn is_role_sender(role_patterns: &[String], addr: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DEFAULT_ROLE_SENDERS;
 
     #[test]
     fn normalize_strips_brackets_and_case() {

@@ -13,6 +13,7 @@
 
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -199,11 +200,41 @@ pub fn first_day_kept(unix_time: u64, retention: Duration) -> u32 {
     u32::try_from(unix_time.saturating_sub(retention.as_secs()) / DAY).unwrap_or(u32::MAX)
 }
 
+/// The rows to count, and the stop request: once it comes, the channel is closed, so that what
+/// was already sent is still received and then nothing more.
+struct Incoming<'a, F: Future<Output = ()>> {
+    rows: mpsc::UnboundedReceiver<Row>,
+    stop: std::pin::Pin<&'a mut F>,
+    stopped: bool,
+}
+
+impl<F: Future<Output = ()>> Incoming<'_, F> {
+    async fn recv(&mut self) -> Option<Row> {
+        if !self.stopped {
+            tokio::select! {
+                biased;
+                r = self.rows.recv() => return r,
+                () = &mut self.stop => {
+                    self.stopped = true;
+                    self.rows.close();
+                }
+            }
+        }
+        self.rows.recv().await
+    }
+}
+
 /// Counts the rows sent on `rows` and writes them to `store`, batched: whatever arrived while a
 /// write was running goes into the next one. A write that fails (the disk, or `stats` holding
 /// the file) keeps the counts in memory and tries again, waiting longer each time, up to a
-/// minute. Runs until the channel closes, then writes what is left.
-pub async fn record(mut rows: mpsc::UnboundedReceiver<Row>, store: CountStore, retention: Duration) {
+/// minute. Runs until `stop` completes or the channel closes, then writes what is left.
+pub async fn record(
+    rows: mpsc::UnboundedReceiver<Row>,
+    store: CountStore,
+    retention: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let mut rows = Incoming { rows, stop: std::pin::pin!(stop), stopped: false };
     let mut pending: HashMap<Row, u64> = HashMap::new();
     let mut backoff = Duration::ZERO;
     let mut failing = false;
@@ -230,11 +261,11 @@ pub async fn record(mut rows: mpsc::UnboundedReceiver<Row>, store: CountStore, r
                 }
             }
         }
-        while let Ok(r) = rows.try_recv() {
+        while let Ok(r) = rows.rows.try_recv() {
             *pending.entry(r).or_default() += 1;
         }
         let (s, batch) = (store.clone(), std::mem::take(&mut pending));
-        let now = crate::daemon::unix_now();
+        let now = crate::clock::unix_now();
         let done = tokio::task::spawn_blocking(move || {
             let result = s.add(&batch, first_day_kept(now, retention));
             (result, batch)
@@ -335,8 +366,9 @@ mod tests {
         store.add(&HashMap::new(), 0).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = ReadOnlyDatabase::open(store.path()).unwrap();
-        let task = tokio::spawn(record(rx, store.clone(), Duration::from_secs(400 * DAY)));
-        let now = crate::daemon::unix_now();
+        let task =
+            tokio::spawn(record(rx, store.clone(), Duration::from_secs(400 * DAY), std::future::pending()));
+        let now = crate::clock::unix_now();
         for _ in 0..5 {
             tx.send(Row::new(now, "support", &[], false, "queued")).unwrap();
         }

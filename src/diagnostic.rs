@@ -62,6 +62,53 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// Collects the problems of one file the user wrote, located in its text, so that every problem
+/// is reported at once (the configuration and the reply file are both checked this way).
+pub struct Collector<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+    errors: Vec<Diagnostic>,
+}
+
+impl<'a> Collector<'a> {
+    pub fn new(path: &'a Path, text: &'a str) -> Self {
+        Collector { path, text, errors: Vec::new() }
+    }
+
+    /// A problem at a byte span of the text; None (or an empty span at 0, which is what a value
+    /// that was not in the file carries) is the file as a whole.
+    pub fn error_at(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        let span = span.filter(|s| !(s.is_empty() && s.start == 0));
+        self.errors.push(Diagnostic::at_span(self.path, self.text, span, message));
+    }
+
+    /// A problem with a value read from the file.
+    pub fn error<T>(&mut self, at: &toml::Spanned<T>, message: impl Into<String>) {
+        self.error_at(Some(at.span()), message);
+    }
+
+    /// Where `needle` is written inside the value at `at` (for a placeholder in a long text), else
+    /// the value itself. Escapes can make the raw text differ; then the value's start will do.
+    pub fn span_within<T>(&self, at: &toml::Spanned<T>, needle: &str) -> Range<usize> {
+        let span = at.span();
+        match self.text.get(span.clone()).and_then(|raw| raw.find(needle)) {
+            Some(p) => span.start + p..span.start + p + needle.len(),
+            None => span,
+        }
+    }
+
+    /// `value` if no problem was found, else every problem, in the order they were found.
+    pub fn finish<T>(self, value: T) -> Result<T, Diagnostics> {
+        if self.errors.is_empty() { Ok(value) } else { Err(Diagnostics(self.errors)) }
+    }
+
+    /// Like `finish`, with the problems in file order (stable: problems at one place keep theirs).
+    pub fn finish_in_file_order<T>(mut self, value: T) -> Result<T, Diagnostics> {
+        self.errors.sort_by_key(|d| (d.line, d.column));
+        self.finish(value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

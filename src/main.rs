@@ -2,24 +2,18 @@
 //! All logic is in the library.
 
 use clap::{Parser, Subcommand};
-use helpdesk_milter::commands::{StatsFormat, StatsRequest};
+use helpdesk_milter::commands::{self, StatsFormat, StatsRequest};
 use helpdesk_milter::config::{Config, DEFAULT_CONFIG_PATH};
-use helpdesk_milter::counts::{self, CountStore};
+use helpdesk_milter::counts::CountStore;
+use helpdesk_milter::daemon::{self, Signal};
 use helpdesk_milter::diagnostic::Diagnostics;
-use helpdesk_milter::listener::MilterListener;
-use helpdesk_milter::milter::Shared;
-use helpdesk_milter::outbox::{Outbox, OutboxConfig};
 use helpdesk_milter::reply_file::ReplyFile;
-use helpdesk_milter::state::ReplyState;
-use helpdesk_milter::{commands, daemon, metrics, watch};
-use sd_notify::NotifyState;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Notify, mpsc};
-use tracing::{error, info};
+use tokio::sync::mpsc;
+use tracing::error;
 
 #[derive(Parser)]
 #[command(
@@ -288,13 +282,6 @@ fn init_logging(level: &str) {
     tracing_subscriber::registry().with(filter).with(journald).with(stderr).init();
 }
 
-/// Tells systemd (Type=notify) about the daemon's state; a no-op outside systemd.
-fn notify(states: &[NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::warn!("cannot notify systemd: {e}");
-    }
-}
-
 fn run(config_path: PathBuf) -> ExitCode {
     let (config, reply_file) = match commands::check(&config_path) {
         Ok(c) => c,
@@ -311,150 +298,38 @@ fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config_path, config, reply_file))
-}
-
-async fn serve(config_path: PathBuf, config: Config, reply_file: Option<ReplyFile>) -> ExitCode {
-    let listener = match MilterListener::bind(&config.milter).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!("cannot listen on {}: {e}", config.milter.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    let (mut hup, mut term, mut int) = match (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-        _ => {
+    runtime.block_on(async {
+        let Some(signals) = signals() else {
             error!("cannot install signal handlers");
             return ExitCode::FAILURE;
-        }
-    };
-
-    // Metrics are optional: mail flows on without them.
-    let metrics_on = match config.metrics.listen {
-        None => false,
-        Some(addr) => match metrics::install(addr) {
-            Ok(()) => {
-                info!("metrics served on http://{addr}/metrics");
-                true
-            }
-            Err(e) => {
-                error!("cannot serve metrics on {addr}: {e}; running without metrics");
-                false
-            }
-        },
-    };
-
-    // Replies: state, outbox, the worker that writes them and the sender that delivers them.
-    let outbox_dir = config.state.directory.join("outbox");
-    let mut state = daemon::open_state(&config);
-    let outbox = match Outbox::open(&outbox_dir) {
-        Ok(o) => Some(Arc::new(o)),
-        Err(e) => {
-            error!("cannot open the outbox {}: {e}; no auto-reply will be sent", outbox_dir.display());
-            state = Arc::new(ReplyState::unavailable(format!("outbox unusable: {e}")));
-            None
-        }
-    };
-    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-    let wake = Arc::new(Notify::new());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
-    if let Some(outbox) = &outbox {
-        tasks.push(tokio::spawn(daemon::reply_worker(jobs_rx, state.clone(), outbox.clone(), wake.clone())));
-        let sender_config = OutboxConfig {
-            relay: config.autoreply.relay.clone(),
-            retry_interval: config.autoreply.retry_interval,
-            lifetime: config.autoreply.lifetime,
-            smtp_timeout: config.autoreply.smtp_timeout,
-            helo_name: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".into()),
         };
-        let mut rx = stop_rx.clone();
-        let stopped = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        tasks.push(tokio::spawn(helpdesk_milter::outbox::run_sender(
-            outbox.clone(),
-            sender_config,
-            wake.clone(),
-            stopped,
-        )));
-    }
-    tasks.push(tokio::spawn(daemon::purge_periodically(state.clone(), stop_rx.clone())));
-    // Statistics: written by their own task, after the transactions they count.
-    let (counts_tx, counts_rx) = mpsc::unbounded_channel();
-    let count_store = CountStore::new(&config.state.directory);
-    tasks.push(tokio::spawn(counts::record(counts_rx, count_store, config.stats.retention)));
-    if metrics_on && let Some(outbox) = &outbox {
-        tasks.push(tokio::spawn(metrics::watch_outbox(outbox.clone(), stop_rx.clone())));
-    }
-
-    let reply_path = config.autoreply.reply_file.clone();
-    if let Some(f) = &reply_file {
-        info!("reply file {} loaded (revision {})", reply_path.display(), f.revision);
-    }
-    let watch_reply = reply_file.is_some();
-    let listen = listener.local_addr();
-    let shared = Shared::new(config, reply_file, state, Some(jobs_tx), Some(counts_tx));
-    let _watcher = if watch_reply {
-        match watch::watch_reply_file(shared.clone(), reply_path.clone()) {
-            Ok(w) => Some(w),
+        match daemon::run(config, reply_file, signals).await {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                error!("cannot watch {}: {e}; send SIGHUP to reload it", reply_path.display());
-                None
+                error!("{e}");
+                ExitCode::FAILURE
             }
         }
-    } else {
-        None
-    };
-    info!(
-        "helpdesk-milter {} listening on {listen} (configuration {})",
-        env!("CARGO_PKG_VERSION"),
-        config_path.display()
-    );
-    // Ready: the socket is bound and the reply file loaded.
-    notify(&[NotifyState::Ready, NotifyState::Status(&format!("listening on {listen}"))]);
-    let reloader = shared.clone();
-    let shutdown = async move {
+    })
+}
+
+/// SIGHUP, SIGTERM and SIGINT as the daemon's signals.
+fn signals() -> Option<mpsc::Receiver<Signal>> {
+    let mut hup = signal(SignalKind::hangup()).ok()?;
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
         loop {
-            tokio::select! {
-                _ = hup.recv() => {
-                    let mut states = vec![NotifyState::Reloading];
-                    // systemd 253 and later require the monotonic time with RELOADING=1.
-                    states.extend(NotifyState::monotonic_usec_now().ok());
-                    notify(&states);
-                    daemon::reload(&reloader);
-                    notify(&[NotifyState::Ready]);
-                }
-                _ = term.recv() => { info!("SIGTERM: finishing transactions in flight, then stopping"); break; }
-                _ = int.recv() => { info!("SIGINT: finishing transactions in flight, then stopping"); break; }
+            let s = tokio::select! {
+                _ = hup.recv() => Signal::Reload,
+                _ = term.recv() => Signal::Stop("SIGTERM"),
+                _ = int.recv() => Signal::Stop("SIGINT"),
+            };
+            if tx.send(s).await.is_err() {
+                break;
             }
         }
-        notify(&[NotifyState::Stopping]);
-    };
-    let result = daemon::serve(listener, shared, shutdown).await;
-    // The callbacks are gone; with the watcher's handle, the last sender of reply jobs goes, so
-    // the worker drains the replies already decided and ends; then everything else stops.
-    drop(_watcher);
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    match result {
-        Ok(()) => {
-            info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            error!("the milter socket failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    });
+    Some(rx)
 }

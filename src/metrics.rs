@@ -3,8 +3,8 @@
 //! One place names every metric, describes it and says what its labels may hold; the rest of the
 //! daemon calls the small functions below. They use the `metrics` crate's macros, which only
 //! touch memory (atomic counters in the exporter's registry) and do nothing at all when no
-//! recorder is installed, so the milter's callbacks can call them. The only disk reads, the
-//! outbox scans behind the two outbox gauges, run in [`watch_outbox`], off the milter's path.
+//! recorder is installed, so the milter's callbacks can call them. The outbox sets its two gauges
+//! from its own task (`outbox::gauges`), off the milter's path.
 //!
 //! Label values come from closed sets (classes, reasons, kinds), all registered at 0 when the
 //! endpoint starts, so that a dashboard or an alert sees every series before its first event.
@@ -12,14 +12,11 @@
 //! or report ID.
 
 use crate::classify::Class;
-use crate::outbox::Outbox;
 use crate::policy::{Decision, Reason};
 use ::metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
+use std::time::Duration;
 use tracing::error;
 
 /// Every metric the endpoint serves.
@@ -33,7 +30,7 @@ pub enum Metric {
     RepliesSent,
     /// Messages that got no reply, by `reason` (the token of `X-HelpDesk-Autoreply: suppressed`).
     RepliesSuppressed,
-    /// Replies decided but never delivered, by `reason` ([`Failure`]).
+    /// Replies decided but never delivered, by `reason` ([`LostReply`]).
     RepliesFailed,
     /// New reply-file versions put in use (by the watcher or on SIGHUP).
     ReplyFileReloads,
@@ -117,21 +114,16 @@ impl Metric {
         match self {
             Metric::Messages => Some(("class", Class::ALL.map(Class::as_str).to_vec())),
             Metric::RepliesSuppressed => Some(("reason", Reason::ALL.map(Reason::as_str).to_vec())),
-            Metric::RepliesFailed => Some(("reason", Failure::ALL.map(Failure::as_str).to_vec())),
+            Metric::RepliesFailed => Some(("reason", LostReply::ALL.map(LostReply::as_str).to_vec())),
             Metric::MilterErrors => Some(("kind", MilterError::ALL.map(MilterError::as_str).to_vec())),
             _ => None,
         }
     }
 }
 
-/// How often the outbox gauges are refreshed when nothing happens, so that the age moves.
-pub const OUTBOX_TICK: Duration = Duration::from_secs(10);
-/// The shortest time between two outbox scans, however busy the outbox.
-const OUTBOX_MIN_GAP: Duration = Duration::from_secs(1);
-
 /// Why a reply that was decided never reached the relay (label `reason` of [`Metric::RepliesFailed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum LostReply {
     /// Still undelivered at the end of `autoreply.lifetime`.
     Expired,
     /// A permanent failure: the relay refused it (5xx), its recipient cannot be sent to, or the
@@ -143,16 +135,16 @@ pub enum Failure {
     Corrupt,
 }
 
-impl Failure {
-    pub const ALL: [Failure; 4] =
-        [Failure::Expired, Failure::Permanent, Failure::NotQueued, Failure::Corrupt];
+impl LostReply {
+    pub const ALL: [LostReply; 4] =
+        [LostReply::Expired, LostReply::Permanent, LostReply::NotQueued, LostReply::Corrupt];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Failure::Expired => "expired",
-            Failure::Permanent => "permanent",
-            Failure::NotQueued => "not-queued",
-            Failure::Corrupt => "corrupt",
+            LostReply::Expired => "expired",
+            LostReply::Permanent => "permanent",
+            LostReply::NotQueued => "not-queued",
+            LostReply::Corrupt => "corrupt",
         }
     }
 }
@@ -196,10 +188,6 @@ impl MilterError {
     }
 }
 
-/// Wakes [`watch_outbox`] when the outbox changed. A permit is kept while it scans, so that no
-/// change is missed; without the endpoint nothing waits on it.
-static OUTBOX_CHANGED: Notify = Notify::const_new();
-
 /// A message for the Help Desk was triaged, with the reply decision in its header.
 pub fn triaged(class: Class, decision: Option<Decision>) {
     counter!(Metric::Messages.name(), "class" => class.as_str()).increment(1);
@@ -211,7 +199,6 @@ pub fn triaged(class: Class, decision: Option<Decision>) {
 /// A reply was written to the outbox.
 pub fn reply_queued() {
     counter!(Metric::RepliesQueued.name()).increment(1);
-    outbox_changed();
 }
 
 /// The relay accepted a reply.
@@ -220,7 +207,7 @@ pub fn reply_sent() {
 }
 
 /// A decided reply will never be delivered.
-pub fn reply_failed(why: Failure) {
+pub fn reply_failed(why: LostReply) {
     counter!(Metric::RepliesFailed.name(), "reason" => why.as_str()).increment(1);
 }
 
@@ -249,9 +236,10 @@ pub fn milter_error(kind: MilterError) {
     counter!(Metric::MilterErrors.name(), "kind" => kind.as_str()).increment(1);
 }
 
-/// The outbox changed (an entry added, sent, dropped or set aside): refresh its gauges soon.
-pub fn outbox_changed() {
-    OUTBOX_CHANGED.notify_one();
+/// The outbox's depth and the age of its oldest entry (None: empty).
+pub fn outbox_gauges(depth: usize, oldest: Option<Duration>) {
+    gauge!(Metric::OutboxDepth.name()).set(depth as f64);
+    gauge!(Metric::OutboxOldestAge.name()).set(oldest.map_or(0.0, |age| age.as_secs() as f64));
 }
 
 /// Serves the metrics on `addr` (http://ADDR/metrics) from now on. Binds at once and fails if it
@@ -286,29 +274,6 @@ fn describe_and_register() {
                     counter!(m.name(), label => value).increment(0);
                 }
             }
-        }
-    }
-}
-
-/// Keeps the outbox gauges current until `stop` turns true: a scan at start, after each change
-/// (at most one a second) and every [`OUTBOX_TICK`] otherwise, so that the age moves while
-/// nothing happens. The scans read the directory in a blocking task.
-pub async fn watch_outbox(outbox: Arc<Outbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        let o = outbox.clone();
-        let scan = tokio::task::spawn_blocking(move || (o.depth(), o.oldest_age(SystemTime::now())));
-        if let Ok((depth, oldest)) = scan.await {
-            gauge!(Metric::OutboxDepth.name()).set(depth as f64);
-            gauge!(Metric::OutboxOldestAge.name()).set(oldest.map_or(0.0, |age| age.as_secs() as f64));
-        }
-        let changed = async {
-            tokio::time::sleep(OUTBOX_MIN_GAP).await;
-            OUTBOX_CHANGED.notified().await;
-        };
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            () = changed => {}
-            () = tokio::time::sleep(OUTBOX_TICK) => {}
         }
     }
 }

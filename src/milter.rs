@@ -2,16 +2,17 @@
 //! message run the triage and apply its header changes.
 //!
 //! Nothing here blocks or waits on the network: the callbacks only fill memory within fixed
-//! limits, and the decision is a pure function.
+//! limits, and the decision is a pure function. What they share with the rest of the daemon is
+//! in [`crate::live`].
 
 use crate::classify::Envelope;
 use crate::config::{Config, OnError};
 use crate::counts::Row;
+use crate::listener::MilterListener;
+use crate::live::{Live, ReplyJob};
 use crate::message::MessageData;
-use crate::metrics::{self, MilterError};
-use crate::reply::ReplyRequest;
+use crate::metrics::{self, LostReply, MilterError};
 use crate::reply_file::ReplyFile;
-use crate::state::{ReplyState, Reservation};
 use crate::triage::{self, Deps, HeaderChange, Triage, TriageError};
 use bytes::Bytes;
 use indymilter::{
@@ -19,76 +20,10 @@ use indymilter::{
     SetErrorReply, Status,
 };
 use std::ffi::{CStr, CString};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use std::sync::Arc;
 use tracing::{debug, error, info, warn};
-
-/// A reply decided at end of message, for the background worker to record and send.
-pub struct ReplyJob {
-    pub queue_id: String,
-    pub config: Arc<Config>,
-    /// The reply file version in force at end of message: the reply is built wholly from it.
-    pub reply_file: Arc<ReplyFile>,
-    pub request: ReplyRequest,
-    pub reservation: Reservation,
-}
-
-/// What the callbacks share with the rest of the daemon. The configuration and the reply file
-/// are replaced as a whole on reload; each message reads them once.
-pub struct Shared {
-    pub config: RwLock<Arc<Config>>,
-    pub reply_file: RwLock<Option<Arc<ReplyFile>>>,
-    pub state: Arc<ReplyState>,
-    /// Where queued replies go; None drops them (tests of the milter alone).
-    pub jobs: Option<mpsc::UnboundedSender<ReplyJob>>,
-    /// Where each triaged message is counted (`[stats]`); None counts nothing.
-    pub counts: Option<mpsc::UnboundedSender<Row>>,
-}
-
-pub type SharedConfig = Arc<Shared>;
-
-impl Shared {
-    pub fn new(
-        config: Config,
-        reply_file: Option<ReplyFile>,
-        state: Arc<ReplyState>,
-        jobs: Option<mpsc::UnboundedSender<ReplyJob>>,
-        counts: Option<mpsc::UnboundedSender<Row>>,
-    ) -> Arc<Shared> {
-        Arc::new(Shared {
-            config: RwLock::new(Arc::new(config)),
-            reply_file: RwLock::new(reply_file.map(Arc::new)),
-            state,
-            jobs,
-            counts,
-        })
-    }
-
-    pub fn reply_file(&self) -> Option<Arc<ReplyFile>> {
-        match self.reply_file.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    pub fn set_reply_file(&self, file: ReplyFile) {
-        let file = Some(Arc::new(file));
-        match self.reply_file.write() {
-            Ok(mut g) => *g = file,
-            Err(p) => *p.into_inner() = file,
-        }
-    }
-
-    pub fn set_config(&self, config: Config) {
-        let config = Arc::new(config);
-        match self.config.write() {
-            Ok(mut g) => *g = config,
-            Err(p) => *p.into_inner() = config,
-        }
-    }
-}
 
 /// The actions this milter uses: add our headers, delete forged ones.
 pub const ACTIONS: Actions = Actions::ADD_HEADER.union(Actions::CHANGE_HEADER);
@@ -102,13 +37,26 @@ const NOREPLY: ProtoOpts = ProtoOpts::NOREPLY_MAIL
     .union(ProtoOpts::NOREPLY_HEADER)
     .union(ProtoOpts::NOREPLY_EOH);
 
+/// Serves milter connections until `shutdown` completes; transactions in flight then finish.
+pub async fn serve(listener: MilterListener, live: Arc<Live>, shutdown: impl Future) -> std::io::Result<()> {
+    let config = live.config();
+    let milter_config = indymilter::Config {
+        max_connections: config.milter.max_connections,
+        // indymilter's default is libmilter's two hours: a peer that connects and says nothing
+        // would hold one of the max_connections slots that long.
+        connection_timeout: config.milter.idle_timeout,
+        ..Default::default()
+    };
+    indymilter::run(listener, callbacks(live), milter_config, shutdown).await
+}
+
 /// Per-connection state.
 pub struct Session {
     /// Whether the MTA accepts `Skip` (stop sending the body).
     skip_ok: bool,
     /// The stages of NOREPLY that the MTA agreed to send without awaiting an answer.
     noreply: ProtoOpts,
-    tx: Option<Transaction>,
+    txn: Option<Transaction>,
 }
 
 impl Session {
@@ -124,15 +72,6 @@ struct Transaction {
     config: Arc<Config>,
     envelope: Envelope,
     data: MessageData,
-}
-
-/// Reads the current configuration. A poisoned lock still holds a valid configuration (it is only
-/// ever replaced whole), so it is used rather than failing the message.
-pub fn current(shared: &SharedConfig) -> Arc<Config> {
-    match shared.config.read() {
-        Ok(g) => g.clone(),
-        Err(p) => p.into_inner().clone(),
-    }
 }
 
 fn status_for(on_error: OnError) -> Status {
@@ -151,8 +90,8 @@ fn envelope_address(args: &[CString]) -> String {
 }
 
 /// The callbacks, sharing the live configuration.
-pub fn callbacks(shared: SharedConfig) -> Callbacks<Session> {
-    let for_mail = shared.clone();
+pub fn callbacks(live: Arc<Live>) -> Callbacks<Session> {
+    let for_mail = live.clone();
     Callbacks::new()
         .on_negotiate(|cx, actions, opts| Box::pin(negotiate(cx, actions, opts)))
         .on_mail(move |cx, args| Box::pin(mail(for_mail.clone(), cx, args)))
@@ -167,7 +106,7 @@ pub fn callbacks(shared: SharedConfig) -> Callbacks<Session> {
             })
         })
         .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
-        .on_eom(move |cx| Box::pin(eom(shared.clone(), cx)))
+        .on_eom(move |cx| Box::pin(eom(live.clone(), cx)))
         .on_abort(|cx| Box::pin(abort(cx)))
 }
 
@@ -187,12 +126,12 @@ async fn negotiate(cx: &mut NegotiateContext<Session>, mta_actions: Actions, mta
     cx.requested_opts |= noreply;
     // The queue ID, for log lines.
     cx.requested_macros.insert(MacroStage::Eom, c"i".into());
-    cx.data = Some(Session { skip_ok, noreply, tx: None });
+    cx.data = Some(Session { skip_ok, noreply, txn: None });
     Status::Continue
 }
 
-async fn mail(shared: SharedConfig, cx: &mut Context<Session>, args: Vec<CString>) -> Status {
-    let config = current(&shared);
+async fn mail(live: Arc<Live>, cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let config = live.config();
     let Some(session) = cx.data.as_mut() else {
         error!("no session at MAIL FROM");
         metrics::milter_error(MilterError::NoSession);
@@ -204,22 +143,22 @@ async fn mail(shared: SharedConfig, cx: &mut Context<Session>, args: Vec<CString
         config.milter.max_body_bytes,
     );
     let envelope = Envelope::new(&envelope_address(&args), std::iter::empty::<&str>());
-    session.tx = Some(Transaction { config, envelope, data });
+    session.txn = Some(Transaction { config, envelope, data });
     session.proceed(ProtoOpts::NOREPLY_MAIL)
 }
 
 async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let Some(session) = cx.data.as_mut() else { return Status::Continue };
-    if let Some(tx) = session.tx.as_mut() {
-        tx.envelope.recipients.push(crate::address::normalize(&envelope_address(&args)));
+    if let Some(txn) = session.txn.as_mut() {
+        txn.envelope.recipients.push(crate::address::normalize(&envelope_address(&args)));
     }
     session.proceed(ProtoOpts::NOREPLY_RCPT)
 }
 
 async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
     let Some(session) = cx.data.as_mut() else { return Status::Continue };
-    if let Some(tx) = session.tx.as_mut() {
-        tx.data.add_header(name.as_bytes(), value.as_bytes());
+    if let Some(txn) = session.txn.as_mut() {
+        txn.data.add_header(name.as_bytes(), value.as_bytes());
     }
     session.proceed(ProtoOpts::NOREPLY_HEADER)
 }
@@ -227,34 +166,34 @@ async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Sta
 async fn body(cx: &mut Context<Session>, chunk: Bytes) -> Status {
     let Some(session) = cx.data.as_mut() else { return Status::Continue };
     let skip_ok = session.skip_ok;
-    let wants_more = session.tx.as_mut().is_none_or(|tx| tx.data.add_body(&chunk));
+    let wants_more = session.txn.as_mut().is_none_or(|txn| txn.data.add_body(&chunk));
     // Enough for classification: the rest of a large message is not read at all.
     if !wants_more && skip_ok { Status::Skip } else { Status::Continue }
 }
 
 async fn abort(cx: &mut Context<Session>) -> Status {
     if let Some(s) = cx.data.as_mut() {
-        s.tx = None;
+        s.txn = None;
     }
     Status::Continue
 }
 
-async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
+async fn eom(live: Arc<Live>, cx: &mut EomContext<Session>) -> Status {
     let qid = queue_id(&cx.macros);
-    let Some(tx) = cx.data.as_mut().and_then(|s| s.tx.take()) else {
-        let on_error = current(&shared).milter.on_error;
+    let Some(txn) = cx.data.as_mut().and_then(|s| s.txn.take()) else {
+        let on_error = live.config().milter.on_error;
         error!(queue_id = %qid, "end of message without a transaction; applying on_error = {on_error:?}");
         metrics::milter_error(MilterError::NoTransaction);
         return status_for(on_error);
     };
-    let on_error = tx.config.milter.on_error;
-    let reply_file = shared.reply_file();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let deps = Deps { reply_file: reply_file.as_deref(), state: &shared.state, now };
+    let on_error = txn.config.milter.on_error;
+    let reply_file = live.reply_file();
+    let now = crate::clock::unix_now();
+    let deps = Deps { reply_file: reply_file.as_deref(), state: &live.state, now };
     // The decision is pure and tested not to panic; should it ever, the message still follows
     // the configured policy instead of the connection dying.
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        triage::end_of_message(&tx.config, &deps, &tx.envelope, &tx.data)
+        triage::end_of_message(&txn.config, &deps, &txn.envelope, &txn.data)
     }));
     let triage = match outcome {
         Ok(Ok(t)) => t,
@@ -278,33 +217,41 @@ async fn eom(shared: SharedConfig, cx: &mut EomContext<Session>) -> Status {
         metrics::milter_error(MilterError::HeaderChange);
         return status_for(on_error);
     }
-    log_outcome(&qid, &triage);
-    count(&shared, &tx.config, &triage, now);
-    if let Some(class) = triage.class {
-        metrics::triaged(class, triage.decision);
-    }
-    // The reply is recorded, written and sent by the worker, after this transaction.
-    if let (Some((request, reservation)), Some(file)) = (triage.reply, reply_file)
-        && let Some(jobs) = &shared.jobs
-    {
-        let job = ReplyJob {
-            queue_id: qid.clone(),
-            config: tx.config.clone(),
-            reply_file: file,
-            request,
-            reservation,
-        };
-        if jobs.send(job).is_err() {
-            error!(queue_id = %qid, "the reply worker is gone; reply not sent");
-            metrics::reply_failed(metrics::Failure::NotQueued);
-        }
-    }
+    hand_off(&live, &qid, txn.config, reply_file, triage, now);
     Status::Accept
 }
 
+/// After the header changes: the log line, the counts, the metrics and the reply job. Only
+/// memory and channel sends: the worker records, writes and sends the reply after this transaction.
+fn hand_off(
+    live: &Live,
+    qid: &str,
+    config: Arc<Config>,
+    reply_file: Option<Arc<ReplyFile>>,
+    triage: Triage,
+    now: u64,
+) {
+    log_outcome(qid, &triage);
+    count(live, &config, &triage, now);
+    if let Some(class) = triage.class {
+        metrics::triaged(class, triage.decision);
+    }
+    // The reply is built from the reply file the decision was taken with.
+    let (Some((request, reservation)), Some(reply_file), Some(jobs)) =
+        (triage.reply, reply_file, &live.replies)
+    else {
+        return;
+    };
+    let job = ReplyJob { queue_id: qid.to_string(), config, reply_file, request, reservation };
+    if jobs.send(job).is_err() {
+        error!(queue_id = %qid, "the reply worker is gone; reply not sent");
+        metrics::reply_failed(LostReply::NotQueued);
+    }
+}
+
 /// Hands a triaged message's row to the statistics writer: a send on a channel, no I/O here.
-fn count(shared: &Shared, config: &Config, t: &Triage, now: u64) {
-    let (Some(class), Some(counts)) = (t.class, &shared.counts) else { return };
+fn count(live: &Live, config: &Config, t: &Triage, now: u64) {
+    let (Some(class), Some(counts)) = (t.class, &live.counts) else { return };
     if !config.stats.enabled {
         return;
     }

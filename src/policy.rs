@@ -7,6 +7,7 @@
 
 use crate::address;
 use crate::classify::{Class, Signals};
+pub use crate::config::PolicyConfig;
 use std::fmt;
 
 /// Why no reply is sent. The words appear in `X-HelpDesk-Autoreply: suppressed (<reason>)`.
@@ -108,22 +109,6 @@ impl Decision {
             Decision::Suppressed(r) => format!("suppressed ({r})"),
         }
     }
-}
-
-/// What the policy needs from the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyConfig {
-    pub enabled: bool,
-    /// Our loop token, the address in our replies' `X-Loop` (lowercased).
-    pub loop_token: String,
-    /// The Help Desk's addresses and aliases (lowercased): F8 and F9.
-    pub own_addresses: Vec<String>,
-    /// Other addresses of this system that must never be answered (lowercased): F8.
-    pub system_addresses: Vec<String>,
-    /// F9: require the Help Desk address in To/Cc/Bcc/Resent-*.
-    pub require_addressed: bool,
-    pub max_per_hour: u32,
-    pub max_per_domain_per_hour: u32,
 }
 
 /// What the state says about this sender and this hour.

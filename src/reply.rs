@@ -222,11 +222,12 @@ mod tests {
     #[test]
     fn the_reply_language_is_detected_when_built_after_content_language() {
         let cfg = crate::config::Config::defaults(std::path::Path::new("/x.toml")).autoreply;
-        let file = crate::reply_file::ReplyFile::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/etc/reply.toml"
-        )))
-        .unwrap();
+        // Its own file, not the example the Help Desk edits.
+        let text = "default_language = \"en\"\nhot_topics = []\n\
+                    [languages.en]\nsubject = \"S\"\nbody = \"Hello\"\n\
+                    [languages.de]\nsubject = \"S\"\nbody = \"Hallo\"\n\
+                    [languages.fr]\nsubject = \"S\"\nbody = \"Bonjour\"\n";
+        let file = crate::reply_file::ReplyFile::parse(std::path::Path::new("/r.toml"), text).unwrap();
         let german =
             "Hallo, mein Computer startet Tails seit dem letzten Update nicht mehr. Was kann ich tun?";
         let mut req = ReplyRequest {

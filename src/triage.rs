@@ -142,7 +142,19 @@ pub fn end_of_message(
         }
     }
     let decision = decision.unwrap_or(Decision::Suppressed(policy::Reason::Class));
+    let changes = header_changes(&h.header_prefix, data, class, &signals, &topics, decision);
+    Ok(Triage { class: Some(class), signals, changes, topics, decision: Some(decision), reply })
+}
 
+/// The forged headers removed, then ours added, in the order they are applied.
+fn header_changes(
+    p: &str,
+    data: &MessageData,
+    class: Class,
+    signals: &Signals,
+    topics: &[String],
+    decision: Decision,
+) -> Vec<HeaderChange> {
     let mut changes = Vec::new();
     for (name, count) in data.prefixed_headers() {
         // Highest index first, so that each deletion leaves the lower indexes in place.
@@ -150,7 +162,6 @@ pub fn end_of_message(
             changes.push(HeaderChange::Delete { name: name.clone(), index });
         }
     }
-    let p = &h.header_prefix;
     let mut add =
         |suffix: &str, value: String| changes.push(HeaderChange::Add { name: format!("{p}{suffix}"), value });
     add("Class", class.as_str().into());
@@ -168,7 +179,7 @@ pub fn end_of_message(
         add("Topic", topics.join(", "));
     }
     add("Autoreply", decision.header_value());
-    Ok(Triage { class: Some(class), signals, changes, topics, decision: Some(decision), reply })
+    changes
 }
 
 /// IDs of a Message-ID-like header, without angle brackets; those unfit for a header left out.

@@ -5,18 +5,18 @@
 //! notify, debounced, and also compares a cheap fingerprint once a second, which catches any
 //! replacement notify cannot see. A valid new version replaces the old one atomically; an
 //! invalid, empty, half-written or missing one is refused with an error naming file, line and
-//! problem, and the last good version stays in use.
+//! problem, and the last good version stays in use (`Live::install_reply_file`, which SIGHUP
+//! uses too).
 
-use crate::metrics;
-use crate::milter::SharedConfig;
+use crate::live::Live;
 use crate::reply_file::ReplyFile;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::warn;
 
 /// Editors write in several steps; wait this long for quiet before reading.
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -64,7 +64,7 @@ impl Drop for WatchHandle {
 }
 
 struct Watcher {
-    shared: SharedConfig,
+    live: Arc<Live>,
     path: PathBuf,
     /// The version last looked at, loaded or refused, so that each is logged once.
     seen: Option<Fingerprint>,
@@ -101,31 +101,19 @@ impl Watcher {
         }
         self.missing_logged = fp.is_none();
         self.seen = fp;
-        match ReplyFile::load(&self.path) {
-            Ok(file) => {
-                if self.shared.reply_file().is_some_and(|c| c.revision == file.revision) {
-                    return;
-                }
-                info!("reply file {} reloaded (revision {})", self.path.display(), file.revision);
-                self.shared.set_reply_file(file);
-                metrics::reply_file_reloaded();
-            }
-            Err(d) => {
-                error!("reply file refused, the version in use is kept:\n{d}");
-                metrics::reply_file_refused();
-            }
-        }
+        // The same door as SIGHUP's: an unchanged revision is no new version.
+        self.live.install_reply_file(&self.path, ReplyFile::load(&self.path));
     }
 }
 
 /// Starts watching `path` and replacing the shared reply file when a valid new version appears.
-pub fn watch_reply_file(shared: SharedConfig, path: PathBuf) -> std::io::Result<WatchHandle> {
+pub fn watch_reply_file(live: Arc<Live>, path: PathBuf) -> std::io::Result<WatchHandle> {
     let (events_tx, events_rx) = mpsc::channel::<DebounceEventResult>();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let mut debouncer = new_debouncer(DEBOUNCE, None, events_tx).map_err(std::io::Error::other)?;
     // No fingerprint yet: the first check reads the file and compares its revision with the one
     // in use, so that an edit made between the daemon's first load and this watch is not missed.
-    let mut w = Watcher { shared, seen: None, missing_logged: false, path, watched: Vec::new() };
+    let mut w = Watcher { live, seen: None, missing_logged: false, path, watched: Vec::new() };
     let rewatch = |w: &mut Watcher, debouncer: &mut notify_debouncer_full::Debouncer<_, _>| {
         let dirs = w.dirs();
         if dirs == w.watched {

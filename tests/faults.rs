@@ -591,9 +591,9 @@ impl Setup {
 
     /// Waits for the next refusal of the reply file and checks that it names file and problem.
     fn expect_refusal(&self, n: usize, problem: &str) {
-        self.daemon.wait_log("reply file refused, the version in use is kept", n);
+        self.daemon.wait_log("reply file refused, revision", n);
         let log = self.log();
-        let text = log.split("reply file refused, the version in use is kept").nth(n).unwrap();
+        let text = log.split("reply file refused, revision").nth(n).unwrap();
         let first = text.lines().nth(1).unwrap_or_default();
         assert!(first.contains("reply.toml:") && first.contains(problem), "{problem:?} in:\n{log}");
     }

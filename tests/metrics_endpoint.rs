@@ -10,7 +10,7 @@ mod mta;
 
 use daemon::{Daemon, SilentRelay, free_port};
 use helpdesk_milter::classify::Class;
-use helpdesk_milter::metrics::{Failure, MilterError};
+use helpdesk_milter::metrics::{LostReply, MilterError};
 use helpdesk_milter::policy::Reason;
 use indymilter::ProtoOpts;
 use indymilter::message::reply::Reply;
@@ -311,7 +311,7 @@ fn counts_what_was_sent_in_valid_prometheus_text() {
     assert!(s.content_type.starts_with("text/plain"), "{}", s.content_type);
     let classes = zeros(Class::ALL, Class::as_str);
     let reasons = zeros(Reason::ALL, Reason::as_str);
-    let failures = zeros(Failure::ALL, Failure::as_str);
+    let failures = zeros(LostReply::ALL, LostReply::as_str);
     let kinds = zeros(MilterError::ALL, MilterError::as_str);
     assert_eq!(s.by_label(&m("messages_total")), classes);
     assert_eq!(s.by_label(&m("replies_suppressed_total")), reasons);
@@ -409,7 +409,7 @@ fn counts_what_was_sent_in_valid_prometheus_text() {
 
     // SIGHUP: the configuration reloads; the reply file, still broken, is refused again.
     d.signal("HUP");
-    d.wait_log("reply file not reloaded", 1);
+    d.wait_log("reply file refused", 2);
     let s = scrape_until(port, "one configuration reload", |s| {
         s.value(&m("config_reloads_total"), &[]) == 1.0
             && s.value(&m("reply_file_refusals_total"), &[]) == 2.0

@@ -1,9 +1,9 @@
 //! The milter at the protocol level, driven by indymilter-test as Postfix would drive it.
 
 use helpdesk_milter::config::Config;
-use helpdesk_milter::daemon;
 use helpdesk_milter::listener::MilterListener;
-use helpdesk_milter::milter::{ReplyJob, Shared};
+use helpdesk_milter::live::{Live, ReplyJob};
+use helpdesk_milter::milter;
 use helpdesk_milter::reply_file::ReplyFile;
 use helpdesk_milter::state::ReplyState;
 use indymilter::{Actions, MacroStage, ProtoOpts};
@@ -45,7 +45,7 @@ impl Milter {
         let reply_file =
             ReplyFile::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reply.toml")));
         let (jobs_tx, jobs) = mpsc::unbounded_channel();
-        let shared = Shared::new(
+        let live = Live::new(
             config,
             Some(reply_file.unwrap()),
             Arc::new(ReplyState::in_memory()),
@@ -55,7 +55,7 @@ impl Milter {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (stop, rx) = oneshot::channel();
-        let task = tokio::spawn(daemon::serve(MilterListener::from_tcp(l), shared, rx));
+        let task = tokio::spawn(milter::serve(MilterListener::from_tcp(l), live, rx));
         Milter { addr, stop, task, jobs }
     }
 

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use helpdesk_milter::outbox::{Outbox, OutboxConfig, Relay, run_sender};
+use helpdesk_milter::config::{DeliveryConfig, Relay, SMTP_TIMEOUT};
+use helpdesk_milter::outbox::{Outbox, SenderConfig, run_sender};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
@@ -211,12 +212,14 @@ async fn serve(
     }
 }
 
-fn config(port: u16) -> OutboxConfig {
-    OutboxConfig {
-        relay: Relay::parse(&format!("smtp://127.0.0.1:{port}")).unwrap(),
-        retry_interval: Duration::from_millis(200),
-        lifetime: Duration::from_secs(3600),
-        smtp_timeout: helpdesk_milter::outbox::SMTP_TIMEOUT,
+fn config(port: u16) -> SenderConfig {
+    SenderConfig {
+        delivery: DeliveryConfig {
+            relay: Relay::parse(&format!("smtp://127.0.0.1:{port}")).unwrap(),
+            retry_interval: Duration::from_millis(200),
+            lifetime: Duration::from_secs(3600),
+            smtp_timeout: SMTP_TIMEOUT,
+        },
         helo_name: "helpdesk.test".into(),
     }
 }
@@ -228,7 +231,7 @@ struct Sender {
 }
 
 impl Sender {
-    fn start(outbox: &Arc<Outbox>, config: OutboxConfig) -> Sender {
+    fn start(outbox: &Arc<Outbox>, config: SenderConfig) -> Sender {
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run_sender(outbox.clone(), config, wake.clone(), async {

@@ -1,7 +1,7 @@
 //! Live reload of the reply file in every way it can be replaced, without Postfix.
 
 use helpdesk_milter::config::Config;
-use helpdesk_milter::milter::Shared;
+use helpdesk_milter::live::Live;
 use helpdesk_milter::reply_file::ReplyFile;
 use helpdesk_milter::state::ReplyState;
 use helpdesk_milter::watch::watch_reply_file;
@@ -16,12 +16,12 @@ fn version(n: u32) -> String {
     BASE.replace("Test reply v1", &format!("Test reply v{n}"))
 }
 
-fn subject(shared: &Shared) -> String {
+fn subject(shared: &Live) -> String {
     shared.reply_file().unwrap().render("en").subject
 }
 
 /// Waits for the subject to become `want`; a change must be live within 2 seconds.
-fn live(shared: &Shared, want: &str) {
+fn live(shared: &Live, want: &str) {
     let t0 = Instant::now();
     while subject(shared) != want {
         assert!(t0.elapsed() < Duration::from_secs(2), "still {:?}, want {want:?}", subject(shared));
@@ -30,15 +30,15 @@ fn live(shared: &Shared, want: &str) {
 }
 
 /// Checks the version in use stays `want` for longer than a reload would take.
-fn stays(shared: &Shared, want: &str) {
+fn stays(shared: &Live, want: &str) {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(subject(shared), want);
 }
 
-fn setup(path: &Path) -> Arc<Shared> {
+fn setup(path: &Path) -> Arc<Live> {
     let config = Config::defaults(Path::new("/x.toml"));
     let file = ReplyFile::load(path).unwrap();
-    Shared::new(config, Some(file), Arc::new(ReplyState::in_memory()), None, None)
+    Live::new(config, Some(file), Arc::new(ReplyState::in_memory()), None, None)
 }
 
 #[test]

@@ -643,11 +643,8 @@ pub const CONFIG_PATH: &str = "/etc/helpdesk-milter/helpdesk-milter.toml";
 /// Checks `Config::parse` on any text; returns the configuration when valid.
 pub fn check_config(text: &str) -> Option<Config> {
     let c = parse_checked(Path::new(CONFIG_PATH), text, Config::parse)?;
-    assert!(
-        c.restart_needed(&c).is_empty(),
-        "a configuration differs from itself: {:?}",
-        c.restart_needed(&c)
-    );
+    let (same, kept) = c.for_reload(c.clone());
+    assert!(kept.is_empty() && same == c, "a configuration differs from itself: {kept:?}");
     // The checks the validator promises.
     assert!(!c.helpdesk.addresses.is_empty(), "no Help Desk address");
     for a in &c.helpdesk.addresses {
