@@ -22,9 +22,22 @@
 # HOW TO INSTALL IT
 #   Upload this file as your Sieve script with your mail program (in Thunderbird: the "Sieve"
 #   add-on) or your webmail's filter settings ("import a Sieve script"), or ask the admins of
-#   your mail server. To test it without touching your mailbox, with Dovecot installed:
-#       sieve-test helpdesk.sieve message.eml
-#   prints the folder that the message would go to.
+#   your mail server. To turn on topic folders, see "TOPIC FOLDERS" below.
+#
+# HOW TO TRY IT without delivering anything, on a machine with Dovecot (Debian packages
+#   dovecot-core and dovecot-sieve): put this file and a message with its X-HelpDesk-* headers,
+#   saved as message.eml, into a directory that everyone may read, go there and run, as root:
+#       sieve-test -o mail_uid=nobody -o mail_gid=nogroup helpdesk.sieve message.eml
+#   (as another user, without the two "-o" options). It prints "store message in folder:" and
+#   the folder that the message would go to. Dovecot reads mail as root only for another user,
+#   here nobody: without these options it stops with "Couldn't drop privileges: User is missing
+#   UID (see mail_uid setting)"; with them, an error "save: failed to create temporary file" only
+#   says that nobody may not save the compiled script next to this file. This run sees no
+#   folders, so a request with a topic goes into Support. To see what happens in a real mailbox
+#   (see "TOPIC FOLDERS"), add "-l" and its location, and run as its owner, for example
+#       sieve-test -o mail_uid=vmail -o mail_gid=vmail -l maildir:/var/mail/helpdesk/Maildir \
+#           helpdesk.sieve message.eml
+#   where the location is what "doveconf -h mail_location" says, for that user.
 #
 # WHEN CAN THESE HEADERS BE TRUSTED?
 #   Only when every message in this mailbox came through helpdesk-milter. The milter deletes any
@@ -40,29 +53,38 @@
 #   change the names below the same way.
 #
 # The script uses only standard Sieve: RFC 5228 with fileinto, imap4flags (RFC 5232), mailbox
-# (RFC 5490, for :create) and variables (RFC 5229).
+# (RFC 5490, for :create and mailboxexists) and variables (RFC 5229).
 
 require ["fileinto", "imap4flags", "mailbox", "variables"];
 
 
-# SETTINGS: change the text between the quotes.
-# ==============================================
-
-# TOPIC FOLDERS. When the milter recognises a known problem (a "topic" of the Help Desk's reply
-# file, such as wifi-realtek) in a new request, it adds for example
+# TOPIC FOLDERS
+# =============
+# When the milter recognises a known problem (a "topic" of the Help Desk's reply file, such as
+# wifi-realtek) in a new request, it adds for example
 #     X-HelpDesk-Topic: wifi-realtek
-# With "yes", such a request goes into a subfolder of Support named after the topic, such as
-# Support/wifi-realtek; when a request matches several topics, only the first one counts. Other
-# requests, and encrypted ones (the milter cannot read them), go into Support itself. With "no",
-# every request goes into Support. Topics come and go with the reply file, so subfolders appear
-# as new topics are recognised; delete old ones whenever you like.
-set "topic_folders" "yes";
-
-# THE SEPARATOR between a folder and its subfolders on your mail server: "/" on most servers.
-# Some servers use "." instead (for them, Support.wifi-realtek is a subfolder of Support): if your
-# topic folders show up as folders named "Support/wifi-realtek" next to Support instead of
-# inside it, write "." here.
-set "separator" "/";
+# Such a request can go into a subfolder of Support named after the topic, Support/wifi-realtek;
+# when a request matches several topics, only the first one counts. Other requests, and encrypted
+# ones (the milter cannot read them), go into Support itself. Topics come and go with the reply
+# file, so subfolders appear as new topics are recognised; delete old ones whenever you like.
+#
+# TO TURN TOPIC FOLDERS ON, create, with your mail program, a folder named "Topics" inside the
+# folder Support, once the first request has arrived there. It can stay empty. To turn topic
+# folders off, delete it. Without it, every request goes into Support.
+#
+# Why this step: mail servers write a subfolder in one of two ways, "Support/wifi-realtek" or
+# "Support.wifi-realtek", and many refuse the other one. A Sieve script cannot ask which, and a
+# folder that the server refuses leaves the request in your INBOX, not even in Support. (This
+# happened with an older version of this script on Dovecot with Maildir: its Sieve log said
+# "failed to store into mailbox 'Support/wifi-realtek': Invalid mailbox name: Name must not have
+# '/' characters".) Your mail program writes "Topics" the way your server wants, so the script
+# finds it as "Support/Topics" or as "Support.Topics", and names the topic folders the same way.
+# If it finds neither, requests go into Support.
+#
+# Some servers (those that keep mail in "mbox" files) cannot put a folder inside a folder that
+# holds mail: there, your mail program cannot create Topics inside Support once Support has a
+# message, and requests keep going into Support. Do not create Topics before Support has mail on
+# such a server: Support could then hold only folders, and requests would stay in the INBOX.
 
 
 # THE RULES. Change the folder names between the quotes if you like (for example "Junk" instead
@@ -81,19 +103,23 @@ if header :is "X-HelpDesk-Class" "whisperback" {
 } elsif header :is "X-HelpDesk-Class" "support" {
     # The first topic: X-HelpDesk-Topic holds one topic, or several separated by ", ".
     set "topic" "";
-    if string :is "${topic_folders}" "yes" {
-        if header :matches "X-HelpDesk-Topic" "*,*" {
-            set "topic" "${1}";
-        } elsif header :matches "X-HelpDesk-Topic" "*" {
-            set "topic" "${1}";
-        }
+    if header :matches "X-HelpDesk-Topic" "*,*" {
+        set "topic" "${1}";
+    } elsif header :matches "X-HelpDesk-Topic" "*" {
+        set "topic" "${1}";
     }
     # A topic written by the milter is only letters a-z, digits and "-". Anything else (a
-    # separator, a space) did not come from the milter and must not create odd folders.
+    # separator, a space) did not come from the milter and must not create odd folders. Then
+    # the folder Topics inside Support, written with "/" or with ".", says whether and how to
+    # name a topic folder (see TOPIC FOLDERS). If you rename Support, rename it on every line.
     if string :matches "${topic}" ["", "*/*", "*.*", "* *"] {
         fileinto :create "Support";
+    } elsif mailboxexists "Support/Topics" {
+        fileinto :create "Support/${topic}";
+    } elsif mailboxexists "Support.Topics" {
+        fileinto :create "Support.${topic}";
     } else {
-        fileinto :create "Support${separator}${topic}";
+        fileinto :create "Support";
     }
 
 } elsif header :is "X-HelpDesk-Class" "followup" {
