@@ -119,7 +119,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config),
         Command::Check { reply: Some(reply), .. } => report(ReplyFile::load(&reply).map(|_| ()), &reply),
-        Command::Check { config, reply: None } => report(commands::check(&config).map(|_| ()), &config),
+        Command::Check { config, reply: None } => {
+            report(commands::check(&config).and_then(|(c, _)| commands::check_host(&c)), &config)
+        }
         Command::Classify { config, sender, rcpt, file } => classify(config, sender, rcpt, file),
         Command::Preview { reply, lang, config, message } => preview(reply, lang, config, message),
         Command::Stats { config, weeks, since, topic, format, plot, frequent_min, frequent_weeks, today } => {
@@ -291,6 +293,10 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     init_logging(&config.log_level);
+    // Everything the daemon creates (state directory, secret, stores, outbox) is its own alone,
+    // whoever runs it and whatever umask it inherits: the systemd unit says UMask=0077, a run by
+    // hand must not leave 0755 and 0644 behind. The socket's mode is set from socket_mode.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -2,6 +2,8 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mta.rs"]
+mod mta;
 
 use daemon::{BIN, Daemon};
 use std::os::unix::net::UnixDatagram;
@@ -93,4 +95,98 @@ fn classify_needs_no_state_directory_and_creates_none() {
         assert!(text.contains("X-HelpDesk-Topic: wifi-realtek"), "{text}");
     }
     assert!(!dir.path().join("does").exists());
+}
+
+#[test]
+fn the_state_is_private_whatever_umask_the_daemon_inherits() {
+    use std::os::unix::fs::PermissionsExt;
+    // The test runner's umask (022 as a rule) would give 0755 and 0644.
+    let mut d = Daemon::start("");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let state = d.state_dir();
+    let port: u16 = d.milter_address().rsplit(':').next().unwrap().parse().unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = mta::MtaConn::tcp(("127.0.0.1", port), indymilter::ProtoOpts::all()).await;
+        let headers = [("From", "alice@example.org"), ("To", "support@tails.net"), ("Subject", "hello")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        c.envelope_and_header("Q1", "alice@example.org", "support@tails.net", &headers).await;
+        c.body(b"Tails does not start.\r\n").await;
+        c.eom("Q1").await;
+        c.quit().await;
+    });
+    d.wait_log("reply queued", 1);
+    d.stop();
+    assert_eq!(mode(&state), 0o700, "{}", state.display());
+    let mut seen = 0;
+    for e in walk(&state) {
+        let want = if e.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&e), want, "{}", e.display());
+        seen += 1;
+    }
+    assert!(seen >= 4, "secret, stores and outbox: {seen} entries");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// What `run` would fail on, `check` reports, as the daemon's user (here nobody, as systemd's
+/// ExecStartPre runs it as User=): a socket group it may not give, and state files left by root.
+#[test]
+fn check_catches_a_socket_group_and_state_files_the_daemons_user_cannot_use() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(nix::unistd::Uid::effective().is_root(), "this test runs commands as user nobody: run it as root");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let owned = |p: &std::path::Path| std::os::unix::fs::chown(p, Some(nobody.uid.as_raw()), None).unwrap();
+    let (run, state) = (dir.path().join("run"), dir.path().join("state"));
+    for d in [&run, &state] {
+        std::fs::create_dir(d).unwrap();
+        owned(d);
+    }
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reply.toml"), dir.path().join("reply.toml"))
+        .unwrap();
+    let config = dir.path().join("helpdesk-milter.toml");
+    let write = |group: &str| {
+        std::fs::write(
+            &config,
+            format!("[milter]\nlisten = \"unix:run/milter.sock\"\nsocket_group = \"{group}\"\n[state]\ndirectory = \"state\"\n"),
+        )
+        .unwrap();
+        for f in [&config, &dir.path().join("reply.toml")] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    };
+    let check = || {
+        let out = Command::new("runuser").args(["-u", "nobody", "--", BIN, "check", "--config"]).arg(&config).output();
+        let out = out.expect("runuser (util-linux)");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    write("");
+    assert_eq!(check(), (Some(0), format!("{}: OK\n", config.display())));
+    // A group nobody is not a member of: chown is refused to it, as it would be to the daemon.
+    write("root");
+    let (code, text) = check();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cannot give its socket to group root"), "{text}");
+    // A file a run as root left in the state directory.
+    write("");
+    std::fs::write(state.join("secret"), [0u8; 32]).unwrap();
+    let (code, text) = check();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("secret cannot be read and written") && text.contains("chown -R"), "{text}");
+    // Root running check sees it too, by the owner.
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&config).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("belongs to uid 0"), "{out:?}");
+    owned(&state.join("secret"));
+    assert_eq!(check().0, Some(0));
 }

@@ -2,10 +2,12 @@
 //! binary only parses arguments and prints what these return.
 
 mod classify;
+mod host;
 mod preview;
 mod stats;
 
 pub use classify::{classify, default_envelope};
+pub use host::check_host;
 pub use preview::preview;
 pub use stats::{StatsFormat, StatsRequest, stats};
 
