@@ -7,8 +7,9 @@ use helpdesk_milter::config::{Config, DEFAULT_CONFIG_PATH};
 use helpdesk_milter::counts::CountStore;
 use helpdesk_milter::daemon::{self, Signal};
 use helpdesk_milter::diagnostic::Diagnostics;
+use helpdesk_milter::message::MessageData;
 use helpdesk_milter::reply_file::ReplyFile;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
@@ -189,14 +190,21 @@ fn report(result: Result<(), Diagnostics>, path: &Path) -> ExitCode {
     }
 }
 
-fn read_input(file: Option<&Path>) -> std::io::Result<Vec<u8>> {
-    let mut raw = Vec::new();
+/// Reads the message of `classify` or `preview` as a stream, keeping what the milter keeps: the
+/// memory does not grow with the message. Standard input is read to its end (the rest thrown
+/// away), so that a program writing into the pipe is not cut off.
+fn read_message(config: &Config, file: Option<&Path>) -> std::io::Result<MessageData> {
     match file {
-        None => std::io::stdin().read_to_end(&mut raw).map(drop)?,
-        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_end(&mut raw).map(drop)?,
-        Some(p) => raw = std::fs::read(p)?,
+        Some(p) if p.as_os_str() != "-" => {
+            commands::read_message(config, std::io::BufReader::new(std::fs::File::open(p)?))
+        }
+        _ => {
+            let mut stdin = std::io::stdin().lock();
+            let data = commands::read_message(config, &mut stdin)?;
+            std::io::copy(&mut stdin, &mut std::io::sink())?;
+            Ok(data)
+        }
     }
-    Ok(raw)
 }
 
 fn preview(
@@ -222,14 +230,14 @@ fn preview(
         },
         None => Config::defaults(Path::new(DEFAULT_CONFIG_PATH)),
     };
-    let raw = match message.as_deref().map(|m| read_input(Some(m))).transpose() {
-        Ok(r) => r,
+    let data = match message.as_deref().map(|m| read_message(&config, Some(m))).transpose() {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("helpdesk-milter: cannot read the message: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let out = commands::preview(&config, &file, lang.as_deref(), raw.as_deref());
+    let out = commands::preview(&config, &file, lang.as_deref(), data.as_ref());
     let _ = std::io::stdout().write_all(&out);
     ExitCode::SUCCESS
 }
@@ -242,14 +250,14 @@ fn classify(config: PathBuf, sender: Option<String>, rcpt: Vec<String>, file: Op
             return ExitCode::FAILURE;
         }
     };
-    let raw = match read_input(file.as_deref()) {
-        Ok(r) => r,
+    let data = match read_message(&config, file.as_deref()) {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("helpdesk-milter: cannot read the message: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match commands::classify(&config, reply_file.as_ref(), &raw, sender.as_deref(), &rcpt) {
+    match commands::classify(&config, reply_file.as_ref(), &data, sender.as_deref(), &rcpt) {
         Ok(changes) => {
             for c in changes {
                 println!("{c}");

@@ -4,8 +4,8 @@
 //! The milter callbacks and the `classify` command both fill a [`MessageData`], so that both
 //! run the same end-of-message code on the same data.
 
-use mail_parser::MessageParser;
 use std::collections::HashMap;
+use std::io::{self, BufRead};
 
 /// Distinct names of prefixed headers remembered for deletion, in bytes, as a multiple of the
 /// header limit (4 MiB by default). Past this the message is hostile (hundreds of thousands of
@@ -98,30 +98,82 @@ impl MessageData {
     }
 
     /// Fills the data from a whole RFC 5322 message (LF or CRLF line ends), as the MTA would have
-    /// passed it: header fields split by mail-parser, then the body.
+    /// passed it: header fields, then the body. See [`MessageData::read_from`].
     pub fn from_rfc5322(
         raw: &[u8],
         header_prefix: &str,
         max_header_bytes: usize,
         max_body_bytes: usize,
     ) -> Self {
+        // Reading from memory cannot fail.
+        Self::read_from(raw, header_prefix, max_header_bytes, max_body_bytes)
+            .unwrap_or_else(|_| Self::new(header_prefix, max_header_bytes, max_body_bytes))
+    }
+
+    /// Fills the data from a message read as a stream, with the memory the milter uses whatever
+    /// the message's size: header fields are split as an MTA splits them (a line that starts
+    /// with white space continues the field before it; an mbox `From ` line and lines without a
+    /// colon are skipped; an empty line ends the header), a line is kept only up to what the
+    /// limits could still use, and reading stops once the body limit is reached.
+    pub fn read_from(
+        mut input: impl BufRead,
+        header_prefix: &str,
+        max_header_bytes: usize,
+        max_body_bytes: usize,
+    ) -> io::Result<Self> {
         let mut data = Self::new(header_prefix, max_header_bytes, max_body_bytes);
-        // A full parse: only it records where the body starts.
-        let Some(parsed) = MessageParser::new().parse(raw) else {
-            // No header at all: the whole input is body, as an MTA would see it.
-            data.add_body(raw);
-            return data;
-        };
-        for h in parsed.headers() {
-            let (field, start, end) =
-                (h.offset_field as usize, h.offset_start as usize, h.offset_end as usize);
-            let (Some(name), Some(value)) = (raw.get(field..start), raw.get(start..end)) else { continue };
-            let name = name.strip_suffix(b":").unwrap_or(name).trim_ascii();
-            data.add_header(name, &mta_header_value(value));
+        // A field longer than this cannot be kept; its name is all that is still needed.
+        let cap = max_header_bytes.saturating_add(1024);
+        let mut field: Option<Vec<u8>> = None;
+        let mut line = Vec::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            if read_line_capped(&mut input, &mut line, cap)? == 0 {
+                if let Some(f) = field.take() {
+                    data.add_field(&f);
+                }
+                return Ok(data);
+            }
+            let content = line.strip_suffix(b"\n").unwrap_or(&line);
+            let content = content.strip_suffix(b"\r").unwrap_or(content);
+            if content.is_empty() && line.ends_with(b"\n") {
+                break;
+            }
+            if matches!(content.first(), Some(b' ' | b'\t')) && field.is_some() {
+                if let Some(f) = field.as_mut().filter(|f| f.len() < cap) {
+                    f.push(b'\n');
+                    f.extend_from_slice(&content[..content.len().min(cap - f.len().min(cap))]);
+                }
+                continue;
+            }
+            if let Some(f) = field.take() {
+                data.add_field(&f);
+            }
+            let mbox = first && content.starts_with(b"From ");
+            first = false;
+            if !mbox && content.contains(&b':') {
+                field = Some(content.to_vec());
+            }
         }
-        let body_start = (parsed.root_part().raw_body_offset() as usize).min(raw.len());
-        data.add_body(&raw[body_start..]);
-        data
+        if let Some(f) = field.take() {
+            data.add_field(&f);
+        }
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = input.read(&mut chunk)?;
+            if n == 0 || !data.add_body(&chunk[..n]) {
+                return Ok(data);
+            }
+        }
+    }
+
+    /// One unfolded field `Name: value` (folds as `\n`), as the MTA passes it.
+    fn add_field(&mut self, field: &[u8]) {
+        let Some(colon) = field.iter().position(|&b| b == b':') else { return };
+        let name = field[..colon].trim_ascii();
+        let value = &field[colon + 1..];
+        self.add_header(name, value.strip_prefix(b" ").unwrap_or(value));
     }
 
     /// Prefixed header names and instance counts, in first-seen order.
@@ -174,23 +226,31 @@ impl MessageData {
     }
 }
 
-/// A raw header value (after the colon, up to and including its line end) in the form the MTA
-/// passes over the milter protocol: one leading space removed, folds as bare `\n`, no final line end.
-fn mta_header_value(value: &[u8]) -> Vec<u8> {
-    let v = value.strip_prefix(b" ").unwrap_or(value);
-    let v = v.strip_suffix(b"\n").unwrap_or(v);
-    let v = v.strip_suffix(b"\r").unwrap_or(v);
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'\r' && v.get(i + 1) == Some(&b'\n') {
-            i += 1;
-            continue;
+/// Reads one line (up to and including `\n`) into `out`, keeping at most `cap` bytes of it and
+/// skipping the rest; returns the bytes read (0 at the end of the input).
+fn read_line_capped(input: &mut impl BufRead, out: &mut Vec<u8>, cap: usize) -> io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(total);
         }
-        out.push(v[i]);
-        i += 1;
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&buf[..take.min(room)]);
+        // A line cut short still ends with its line end, so that the header's end is seen.
+        if done && take > room {
+            out.push(b'\n');
+        }
+        input.consume(take);
+        total += take;
+        if done {
+            return Ok(total);
+        }
     }
-    out
 }
 
 #[cfg(test)]

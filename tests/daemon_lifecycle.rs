@@ -143,7 +143,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn check_catches_a_socket_group_and_state_files_the_daemons_user_cannot_use() {
     use std::os::unix::fs::PermissionsExt;
-    assert!(nix::unistd::Uid::effective().is_root(), "this test runs commands as user nobody: run it as root");
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test runs commands as user nobody: run it as root"
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
@@ -153,8 +156,11 @@ fn check_catches_a_socket_group_and_state_files_the_daemons_user_cannot_use() {
         std::fs::create_dir(d).unwrap();
         owned(d);
     }
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reply.toml"), dir.path().join("reply.toml"))
-        .unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reply.toml"),
+        dir.path().join("reply.toml"),
+    )
+    .unwrap();
     let config = dir.path().join("helpdesk-milter.toml");
     let write = |group: &str| {
         std::fs::write(
@@ -167,7 +173,10 @@ fn check_catches_a_socket_group_and_state_files_the_daemons_user_cannot_use() {
         }
     };
     let check = || {
-        let out = Command::new("runuser").args(["-u", "nobody", "--", BIN, "check", "--config"]).arg(&config).output();
+        let out = Command::new("runuser")
+            .args(["-u", "nobody", "--", BIN, "check", "--config"])
+            .arg(&config)
+            .output();
         let out = out.expect("runuser (util-linux)");
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
@@ -189,4 +198,70 @@ fn check_catches_a_socket_group_and_state_files_the_daemons_user_cannot_use() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("belongs to uid 0"), "{out:?}");
     owned(&state.join("secret"));
     assert_eq!(check().0, Some(0));
+}
+
+/// `classify` reads its input as a stream with the milter's limits: on a 100 MiB message its
+/// memory stays that of a small one (it was 107 MiB when it read the whole input), and it still
+/// prints exactly the header changes that the daemon makes to the same message.
+#[test]
+fn classify_reads_a_huge_message_in_bounded_memory_and_agrees_with_the_daemon() {
+    use std::io::Write;
+    const MIB: usize = 1 << 20;
+    let mut d = Daemon::start("");
+    let head = "From: Huge <huge@example.org>\r\nTo: support@tails.net\r\nSubject: realtek wifi\r\n\
+                X-HelpDesk-Class: team\r\n\r\n";
+    let line = "All work and no play makes a big message. ".repeat(24) + "\r\n";
+    let body: Vec<u8> = line.as_bytes().iter().copied().cycle().take(100 * MIB).collect();
+
+    let mut child = Command::new(BIN)
+        .args(["classify", "--config"])
+        .arg(&d.config)
+        .args(["--sender", "huge@example.org", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(head.as_bytes()).unwrap();
+    stdin.write_all(&body).unwrap();
+    // Everything is read by now (a pipe holds 64 KiB): the peak is that of the whole input.
+    let peak = daemon::status_kib(pid, "VmHWM");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    assert!(peak < 30 * 1024, "classify used {peak} KiB for a 100 MiB message");
+
+    let port: u16 = d.milter_address().rsplit(':').next().unwrap().parse().unwrap();
+    let added = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = mta::MtaConn::tcp(("127.0.0.1", port), indymilter::ProtoOpts::all()).await;
+        let headers = [
+            ("From", "Huge <huge@example.org>"),
+            ("To", "support@tails.net"),
+            ("Subject", "realtek wifi"),
+            ("X-HelpDesk-Class", "team"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        c.envelope_and_header("Q1", "huge@example.org", "support@tails.net", &headers).await;
+        assert!(c.body(&body).await, "the daemon skips the rest of the body");
+        let (actions, _) = c.eom("Q1").await;
+        c.quit().await;
+        actions
+    });
+    let daemon_lines: Vec<String> = added
+        .iter()
+        .map(|a| match a {
+            indymilter::message::reply::Reply::AddHeader { name, value } => {
+                format!("{}: {}", name.to_string_lossy(), value.to_string_lossy().trim())
+            }
+            indymilter::message::reply::Reply::ChangeHeader { name, .. } => {
+                format!("-{}", name.to_string_lossy())
+            }
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(printed, daemon_lines);
+    assert!(printed.contains(&"X-HelpDesk-Topic: wifi-realtek".to_string()), "{printed:?}");
+    d.stop();
 }

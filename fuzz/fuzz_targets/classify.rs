@@ -10,15 +10,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let case = invariants::ClassifyCase::from_fuzz_input(data);
     let _ = invariants::check_classify(&case);
-    // The `classify` command's path (whole message parsed by mail-parser, default envelope):
-    // total, and an error only for too many forged names.
+    // The `classify` command's path (the message read as a stream, default envelope): total, and
+    // an error only for too many forged names.
     let cfg = case.config();
     let file = case.with_reply_file.then_some(&invariants::FIXTURES.reply_file);
-    let _ = helpdesk_milter::commands::classify(
-        cfg,
-        file,
-        &case.message,
-        case.sender.as_deref(),
-        &case.recipients,
-    );
+    let Ok(message) = helpdesk_milter::commands::read_message(cfg, &case.message[..]) else { return };
+    let _ = helpdesk_milter::commands::classify(cfg, file, &message, case.sender.as_deref(), &case.recipients);
 });

@@ -8,13 +8,19 @@ use crate::reply_file::ReplyFile;
 use crate::state::ReplyState;
 use crate::triage::{self, Deps, HeaderChange, TriageError};
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
+use std::io::{self, BufRead};
 
 /// The envelope `classify` uses: the sender given, else the address in Return-Path, else in From
 /// (`<>` is the null sender); the recipients given, else the first Help Desk address.
-pub fn default_envelope(config: &Config, raw: &[u8], sender: Option<&str>, rcpts: &[String]) -> Envelope {
+pub fn default_envelope(
+    config: &Config,
+    data: &MessageData,
+    sender: Option<&str>,
+    rcpts: &[String],
+) -> Envelope {
     let sender = match sender {
         Some(s) => s.to_string(),
-        None => MessageParser::new().parse_headers(raw).map_or_else(String::new, |m| {
+        None => MessageParser::new().parse_headers(&data.to_rfc5322()).map_or_else(String::new, |m| {
             match m.header(HeaderName::ReturnPath) {
                 // `Return-Path: <>` parses as empty: the null sender.
                 Some(HeaderValue::Text(t)) => t.to_string(),
@@ -32,27 +38,27 @@ pub fn default_envelope(config: &Config, raw: &[u8], sender: Option<&str>, rcpts
     Envelope::new(&sender, recipients)
 }
 
-/// A whole message as the milter would have kept it, under the configured limits.
-pub(super) fn message_data(config: &Config, raw: &[u8]) -> MessageData {
+/// A message as the milter would have kept it, read as a stream under the configured limits:
+/// the memory it takes does not grow with the message (`MessageData::read_from`).
+pub fn read_message(config: &Config, input: impl BufRead) -> io::Result<MessageData> {
     let m = &config.milter;
-    MessageData::from_rfc5322(raw, &config.helpdesk.header_prefix, m.max_header_bytes, m.max_body_bytes)
+    MessageData::read_from(input, &config.helpdesk.header_prefix, m.max_header_bytes, m.max_body_bytes)
 }
 
-/// `classify`: the header changes the daemon would make to `raw`, through the same end-of-message
-/// code and the same limits as the milter. Sends nothing and changes no state.
+/// `classify`: the header changes the daemon would make to a message, through the same
+/// end-of-message code and the same limits as the milter. Sends nothing and changes no state.
 pub fn classify(
     config: &Config,
     reply_file: Option<&ReplyFile>,
-    raw: &[u8],
+    data: &MessageData,
     sender: Option<&str>,
     rcpts: &[String],
 ) -> Result<Vec<HeaderChange>, TriageError> {
-    let envelope = default_envelope(config, raw, sender, rcpts);
-    let data = message_data(config, raw);
+    let envelope = default_envelope(config, data, sender, rcpts);
     // A fresh in-memory state: as if nobody had been answered, and nothing is recorded.
     let state = ReplyState::in_memory();
     let deps = Deps { reply_file, state: &state, now: crate::clock::unix_now() };
-    Ok(triage::end_of_message(config, &deps, &envelope, &data)?.changes)
+    Ok(triage::end_of_message(config, &deps, &envelope, data)?.changes)
 }
 
 #[cfg(test)]
@@ -64,29 +70,34 @@ mod tests {
         Config::defaults(Path::new("/x.toml"))
     }
 
+    fn data(raw: &[u8]) -> MessageData {
+        read_message(&cfg(), raw).unwrap()
+    }
+
     #[test]
     fn sender_defaults_to_return_path_then_from() {
         let c = cfg();
         let rp = b"Return-Path: <Bounce@Example.org>\nFrom: alice@example.org\n\nx";
-        assert_eq!(default_envelope(&c, rp, None, &[]).sender, "bounce@example.org");
+        assert_eq!(default_envelope(&c, &data(rp), None, &[]).sender, "bounce@example.org");
         let from = b"From: Alice <Alice@Example.org>\n\nx";
-        assert_eq!(default_envelope(&c, from, None, &[]).sender, "alice@example.org");
-        assert_eq!(default_envelope(&c, b"Return-Path: <>\nFrom: a@b.org\n\nx", None, &[]).sender, "");
-        assert_eq!(default_envelope(&c, from, Some("<>"), &[]).sender, "");
-        assert_eq!(default_envelope(&c, b"\n\nno headers", None, &[]).sender, "");
+        assert_eq!(default_envelope(&c, &data(from), None, &[]).sender, "alice@example.org");
+        assert_eq!(default_envelope(&c, &data(b"Return-Path: <>\nFrom: a@b.org\n\nx"), None, &[]).sender, "");
+        assert_eq!(default_envelope(&c, &data(from), Some("<>"), &[]).sender, "");
+        assert_eq!(default_envelope(&c, &data(b"\n\nno headers"), None, &[]).sender, "");
     }
 
     #[test]
     fn recipients_default_to_the_first_helpdesk_address() {
         let c = cfg();
-        assert_eq!(default_envelope(&c, b"\n\nx", None, &[]).recipients, vec!["support@tails.net"]);
-        let e = default_envelope(&c, b"\n\nx", None, &["<Bob@Example.org>".into()]);
+        assert_eq!(default_envelope(&c, &data(b"\n\nx"), None, &[]).recipients, vec!["support@tails.net"]);
+        let e = default_envelope(&c, &data(b"\n\nx"), None, &["<Bob@Example.org>".into()]);
         assert_eq!(e.recipients, vec!["bob@example.org"]);
     }
 
     #[test]
     fn null_sender_from_the_command_line_is_automated() {
-        let out = classify(&cfg(), None, b"From: alice@example.org\n\nhello", Some("<>"), &[]).unwrap();
+        let out =
+            classify(&cfg(), None, &data(b"From: alice@example.org\n\nhello"), Some("<>"), &[]).unwrap();
         assert_eq!(out[0].to_string(), "X-HelpDesk-Class: automated");
     }
 }

@@ -6,7 +6,7 @@ mod host;
 mod preview;
 mod stats;
 
-pub use classify::{classify, default_envelope};
+pub use classify::{classify, default_envelope, read_message};
 pub use host::check_host;
 pub use preview::preview;
 pub use stats::{StatsFormat, StatsRequest, stats};

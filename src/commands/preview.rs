@@ -1,18 +1,23 @@
 //! `preview`: the reply that a message would get.
 
-use super::classify::{default_envelope, message_data};
+use super::classify::default_envelope;
 use crate::config::Config;
+use crate::message::MessageData;
 use crate::reply::{self, ReplyRequest};
 use crate::reply_file::ReplyFile;
 use crate::triage;
 
 /// `preview`: the complete reply message that would answer `message` (or a sample request),
 /// in `language` if given, else in the language the daemon would pick.
-pub fn preview(config: &Config, file: &ReplyFile, language: Option<&str>, message: Option<&[u8]>) -> Vec<u8> {
+pub fn preview(
+    config: &Config,
+    file: &ReplyFile,
+    language: Option<&str>,
+    message: Option<&MessageData>,
+) -> Vec<u8> {
     let mut request = match message {
-        Some(raw) => {
-            let envelope = default_envelope(config, raw, None, &[]);
-            let data = message_data(config, raw);
+        Some(data) => {
+            let envelope = default_envelope(config, data, None, &[]);
             let kept = data.to_rfc5322();
             let parsed = crate::classify::parse(&kept);
             let text = parsed.as_ref().and_then(|p| p.body_text(0));

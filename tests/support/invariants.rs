@@ -166,7 +166,8 @@ impl ClassifyCase {
                 other => other.to_string(),
             })
             .collect();
-        commands::default_envelope(cfg, &self.message, self.sender.as_deref(), &rcpts)
+        let data = commands::read_message(cfg, &self.message[..]).expect("reading from memory");
+        commands::default_envelope(cfg, &data, self.sender.as_deref(), &rcpts)
     }
 }
 
