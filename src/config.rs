@@ -334,8 +334,11 @@ struct RawHelpdesk {
     spam_headers: Vec<Spanned<String>>,
     #[serde(default = "default_role_senders")]
     role_senders: Vec<Spanned<String>>,
-    #[serde(default = "default_false")]
-    team_require_dkim: Spanned<bool>,
+    #[serde(default)]
+    team_trust: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Replaced by team_trust: `true` still means `team_trust = ["dkim"]`, `false` is the default.
+    #[serde(default)]
+    team_require_dkim: Option<Spanned<bool>>,
     #[serde(default)]
     trusted_authserv_ids: Vec<Spanned<String>>,
 }
@@ -351,7 +354,8 @@ impl Default for RawHelpdesk {
             subject_tags: default_subject_tags(),
             spam_headers: default_spam_headers(),
             role_senders: default_role_senders(),
-            team_require_dkim: unspanned(false),
+            team_trust: None,
+            team_require_dkim: None,
             trusted_authserv_ids: Vec::new(),
         }
     }
@@ -452,6 +456,18 @@ pub struct HeaderMatch {
     pub value: String,
 }
 
+/// The signals that make a team sender's mail class `team` (`helpdesk.team_trust`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TeamTrust {
+    /// A SASL-authenticated submission on this host (Postfix's `{auth_authen}`).
+    pub sasl: bool,
+    /// A `dkim=pass` for the From: domain from one of `trusted_authserv_ids`.
+    pub dkim: bool,
+}
+
+/// The default `team_trust`: only mail submitted with a login on this host.
+pub const DEFAULT_TEAM_TRUST: TeamTrust = TeamTrust { sasl: true, dkim: false };
+
 /// What the classifier needs: which mail is for the Help Desk and who is who.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelpdeskConfig {
@@ -467,7 +483,8 @@ pub struct HelpdeskConfig {
     pub spam_headers: Vec<HeaderMatch>,
     /// Lowercased local-part patterns of role senders.
     pub role_senders: Vec<String>,
-    pub team_require_dkim: bool,
+    /// What proves that mail from a team address is the team's.
+    pub team_trust: TeamTrust,
     /// Lowercased authserv-ids whose Authentication-Results are trusted.
     pub trusted_authserv_ids: Vec<String>,
 }
@@ -761,12 +778,35 @@ impl Validator<'_> {
             .map(|s| s.get_ref().trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
-        if *h.team_require_dkim.get_ref() && trusted_authserv_ids.is_empty() {
-            self.error(
-                &h.team_require_dkim,
-                "helpdesk.team_require_dkim needs helpdesk.trusted_authserv_ids: the authserv-id of the host that verifies DKIM",
-            );
-        }
+        let team_trust = match (&h.team_trust, &h.team_require_dkim) {
+            (Some(_), Some(old)) => {
+                self.error(old, "helpdesk.team_require_dkim is replaced by helpdesk.team_trust: remove it (team_require_dkim = true is team_trust = [\"dkim\"])");
+                DEFAULT_TEAM_TRUST
+            }
+            (Some(list), None) => {
+                let mut trust = TeamTrust::default();
+                for t in list.get_ref() {
+                    match t.get_ref().trim().to_ascii_lowercase().as_str() {
+                        "sasl" => trust.sasl = true,
+                        "dkim" => trust.dkim = true,
+                        _ => self.error(t, "helpdesk.team_trust: each entry is \"sasl\" (a login on this host) or \"dkim\" (a trusted verifier's DKIM pass)"),
+                    }
+                }
+                if trust.dkim && trusted_authserv_ids.is_empty() {
+                    self.error(list, "helpdesk.team_trust = [\"dkim\"] needs helpdesk.trusted_authserv_ids: the authserv-id of the host that verifies DKIM");
+                }
+                trust
+            }
+            // The old key: true kept its meaning (DKIM only); false trusted a From: alone, which
+            // anyone can forge, and now means the default.
+            (None, Some(old)) if *old.get_ref() => {
+                if trusted_authserv_ids.is_empty() {
+                    self.error(old, "helpdesk.team_require_dkim needs helpdesk.trusted_authserv_ids: the authserv-id of the host that verifies DKIM");
+                }
+                TeamTrust { sasl: false, dkim: true }
+            }
+            (None, _) => DEFAULT_TEAM_TRUST,
+        };
         let aliases = h.aliases.iter().filter_map(|a| self.address(a, "helpdesk.aliases")).collect();
         let helpdesk = HelpdeskConfig {
             addresses,
@@ -777,7 +817,7 @@ impl Validator<'_> {
             subject_tags,
             spam_headers,
             role_senders,
-            team_require_dkim: *h.team_require_dkim.get_ref(),
+            team_trust,
             trusted_authserv_ids,
         };
 
@@ -1014,6 +1054,29 @@ mod tests {
         let c =
             parse("[helpdesk]\nteam_require_dkim = true\ntrusted_authserv_ids = [\"MX.Tails.net\"]").unwrap();
         assert_eq!(c.helpdesk.trusted_authserv_ids, vec!["mx.tails.net"]);
+        assert_eq!(c.helpdesk.team_trust, TeamTrust { sasl: false, dkim: true });
+        assert!(parse("[helpdesk]\nteam_trust = [\"dkim\"]").is_err());
+    }
+
+    #[test]
+    fn team_trust_defaults_to_a_login_and_the_old_key_keeps_working() {
+        assert_eq!(parse("").unwrap().helpdesk.team_trust, DEFAULT_TEAM_TRUST);
+        assert_eq!(DEFAULT_TEAM_TRUST, TeamTrust { sasl: true, dkim: false });
+        // The old default, shipped in every example file: no longer trusts a From: alone.
+        assert_eq!(
+            parse("[helpdesk]\nteam_require_dkim = false").unwrap().helpdesk.team_trust,
+            DEFAULT_TEAM_TRUST
+        );
+        let both =
+            parse("[helpdesk]\nteam_trust = [\"sasl\", \"DKIM\"]\ntrusted_authserv_ids = [\"mx.tails.net\"]");
+        assert_eq!(both.unwrap().helpdesk.team_trust, TeamTrust { sasl: true, dkim: true });
+        assert_eq!(parse("[helpdesk]\nteam_trust = []").unwrap().helpdesk.team_trust, TeamTrust::default());
+        let e = parse("[helpdesk]\nteam_trust = [\"from\"]").unwrap_err();
+        assert_eq!(e.0[0].line, 2);
+        assert!(e.0[0].message.contains("\"sasl\""), "{e}");
+        let e = parse("[helpdesk]\nteam_trust = [\"sasl\"]\nteam_require_dkim = false").unwrap_err();
+        assert_eq!(e.0[0].line, 3);
+        assert!(e.0[0].message.contains("remove it"), "{e}");
     }
 
     #[test]
