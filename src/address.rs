@@ -103,6 +103,57 @@ pub fn is_role_sender(role_patterns: &[String], addr: &str) -> bool {
     role_patterns.iter().any(|p| glob_match(p, local))
 }
 
+/// Whether a normalised envelope sender is an Internet address a reply can be delivered to:
+/// `local@domain` with a dot-atom or quoted local part and a domain name of two or more labels
+/// (letters, digits, hyphens, or non-ASCII letters for SMTPUTF8), not all-numeric at the top.
+/// A bare local part, an empty domain, a single-label domain (`root@localhost`) or an address
+/// literal (`user@[192.0.2.1]`) is not: through the local relay, a reply to such an address would
+/// go to a user of the mail host, or to a host that no domain names.
+pub fn is_deliverable(addr: &str) -> bool {
+    let Some((local, domain)) = addr.rsplit_once('@') else { return false };
+    is_local_part(local) && is_domain_name(domain)
+}
+
+fn is_local_part(local: &str) -> bool {
+    if local.is_empty() || local.len() > 64 {
+        return false;
+    }
+    if let Some(quoted) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+        // RFC 5321 quoted-string: printable characters, with `\` and `"` escaped.
+        let mut escaped = false;
+        return quoted.chars().all(|c| {
+            let ok = escaped || (c != '"' && !c.is_control());
+            escaped = !escaped && c == '\\';
+            ok && (c == ' ' || !c.is_whitespace())
+        }) && !escaped;
+    }
+    // Dot-atom: atext runs separated by single dots.
+    local.split('.').all(|atom| {
+        !atom.is_empty()
+            && atom.chars().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || "!#$%&'*+-/=?^_`{|}~".contains(c)
+                    || (!c.is_ascii() && !c.is_control())
+            })
+    })
+}
+
+fn is_domain_name(domain: &str) -> bool {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    let labels: Vec<&str> = domain.split('.').collect();
+    domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()))
+        })
+        && labels.last().is_some_and(|tld| !tld.chars().all(|c| c.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +162,43 @@ mod tests {
     fn normalize_strips_brackets_and_case() {
         assert_eq!(normalize(" <Support@Tails.NET> "), "support@tails.net");
         assert_eq!(normalize("<>"), "");
+    }
+
+    #[test]
+    fn deliverable_addresses() {
+        for a in [
+            "alice@example.org",
+            "a.b+tag@mail.example.co.uk",
+            "\"john doe\"@example.org",
+            "o'brien@example.ie",
+            "prvs=1234=alice@example.org",
+            "user@xn--bcher-kva.example",
+            "jörg@bücher.example",
+            "alice@example.org.",
+        ] {
+            assert!(is_deliverable(a), "{a}");
+        }
+        for a in [
+            "",
+            "alice",
+            "root@localhost",
+            "alice@",
+            "@example.org",
+            "alice@example",
+            "alice@[192.0.2.1]",
+            "alice@192.0.2.1",
+            "alice@-example.org",
+            "alice@example..org",
+            "a..b@example.org",
+            ".alice@example.org",
+            "al ice@example.org",
+            "alice@exa mple.org",
+            "alice@exam_ple.org",
+            "\"unterminated@example.org",
+            "a@b@",
+        ] {
+            assert!(!is_deliverable(a), "{a}");
+        }
     }
 
     #[test]

@@ -71,6 +71,9 @@ enum Command {
         /// Envelope recipient (RCPT TO), repeatable. Default: the first Help Desk address.
         #[arg(long, value_name = "ADDR")]
         rcpt: Vec<String>,
+        /// As if submitted with this SASL login on this host (Postfix's {auth_authen}).
+        #[arg(long, value_name = "NAME")]
+        sasl_user: Option<String>,
         /// The message (RFC 5322, LF or CRLF line ends); '-' or nothing reads standard input.
         #[arg(value_name = "FILE|-")]
         file: Option<PathBuf>,
@@ -123,7 +126,9 @@ fn main() -> ExitCode {
         Command::Check { config, reply: None } => {
             report(commands::check(&config).and_then(|(c, _)| commands::check_host(&c)), &config)
         }
-        Command::Classify { config, sender, rcpt, file } => classify(config, sender, rcpt, file),
+        Command::Classify { config, sender, rcpt, sasl_user, file } => {
+            classify(config, sender, rcpt, sasl_user, file)
+        }
         Command::Preview { reply, lang, config, message } => preview(reply, lang, config, message),
         Command::Stats { config, weeks, since, topic, format, plot, frequent_min, frequent_weeks, today } => {
             let format = match format {
@@ -242,7 +247,13 @@ fn preview(
     ExitCode::SUCCESS
 }
 
-fn classify(config: PathBuf, sender: Option<String>, rcpt: Vec<String>, file: Option<PathBuf>) -> ExitCode {
+fn classify(
+    config: PathBuf,
+    sender: Option<String>,
+    rcpt: Vec<String>,
+    sasl_user: Option<String>,
+    file: Option<PathBuf>,
+) -> ExitCode {
     let (config, reply_file) = match commands::check(&config) {
         Ok(c) => c,
         Err(d) => {
@@ -257,7 +268,14 @@ fn classify(config: PathBuf, sender: Option<String>, rcpt: Vec<String>, file: Op
             return ExitCode::FAILURE;
         }
     };
-    match commands::classify(&config, reply_file.as_ref(), &data, sender.as_deref(), &rcpt) {
+    match commands::classify(
+        &config,
+        reply_file.as_ref(),
+        &data,
+        sender.as_deref(),
+        &rcpt,
+        sasl_user.as_deref(),
+    ) {
         Ok(changes) => {
             for c in changes {
                 println!("{c}");

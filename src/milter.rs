@@ -126,6 +126,8 @@ async fn negotiate(cx: &mut NegotiateContext<Session>, mta_actions: Actions, mta
     cx.requested_opts |= noreply;
     // The queue ID, for log lines.
     cx.requested_macros.insert(MacroStage::Eom, c"i".into());
+    // The SASL login of an authenticated submission: a trust signal for team mail.
+    cx.requested_macros.insert(MacroStage::Mail, c"{auth_authen}".into());
     cx.data = Some(Session { skip_ok, noreply, txn: None });
     Status::Continue
 }
@@ -142,7 +144,9 @@ async fn mail(live: Arc<Live>, cx: &mut Context<Session>, args: Vec<CString>) ->
         config.milter.max_header_bytes,
         config.milter.max_body_bytes,
     );
-    let envelope = Envelope::new(&envelope_address(&args), std::iter::empty::<&str>());
+    let login = cx.macros.get(c"{auth_authen}").map(|v| v.to_string_lossy().into_owned());
+    let envelope =
+        Envelope::new(&envelope_address(&args), std::iter::empty::<&str>()).with_sasl_login(login.as_deref());
     session.txn = Some(Transaction { config, envelope, data });
     session.proceed(ProtoOpts::NOREPLY_MAIL)
 }

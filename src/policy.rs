@@ -17,6 +17,10 @@ pub enum Reason {
     Disabled,
     /// MAIL FROM:<> (F1): never answer a bounce.
     NullSender,
+    /// The envelope sender is no deliverable Internet address (no domain, a single-label domain,
+    /// an address literal, a malformed address): through the local relay a reply could reach a
+    /// user of the mail host.
+    InvalidSender,
     /// An `Auto-Submitted` other than `no` (F2).
     AutoSubmitted,
     /// `Precedence: bulk|list|junk|auto_reply` (F3).
@@ -37,6 +41,14 @@ pub enum Reason {
     Spam,
     /// Other responders' and bulk senders' markers, delivery reports (F11).
     Bulk,
+    /// A delivery failure or delay notice that is not `multipart/report`.
+    DeliveryFailure,
+    /// An abuse report (ARF or X-ARF without `multipart/report`, SpamCop).
+    AbuseReport,
+    /// An out-of-office or vacation notice without `Auto-Submitted`.
+    OutOfOffice,
+    /// A challenge-response system's confirmation request.
+    Challenge,
     /// Not a new support request (WhisperBack, follow-up, team, automated, spam).
     Class,
     /// This sender was answered within the interval (F12).
@@ -48,9 +60,10 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Disabled,
         Reason::NullSender,
+        Reason::InvalidSender,
         Reason::AutoSubmitted,
         Reason::Precedence,
         Reason::List,
@@ -61,6 +74,10 @@ impl Reason {
         Reason::NotAddressed,
         Reason::Spam,
         Reason::Bulk,
+        Reason::DeliveryFailure,
+        Reason::AbuseReport,
+        Reason::OutOfOffice,
+        Reason::Challenge,
         Reason::Class,
         Reason::Interval,
         Reason::Cap,
@@ -71,6 +88,7 @@ impl Reason {
         match self {
             Reason::Disabled => "disabled",
             Reason::NullSender => "null-sender",
+            Reason::InvalidSender => "invalid-sender",
             Reason::AutoSubmitted => "auto-submitted",
             Reason::Precedence => "precedence",
             Reason::List => "list",
@@ -81,6 +99,10 @@ impl Reason {
             Reason::NotAddressed => "not-addressed",
             Reason::Spam => "spam",
             Reason::Bulk => "bulk",
+            Reason::DeliveryFailure => "delivery-failure",
+            Reason::AbuseReport => "abuse-report",
+            Reason::OutOfOffice => "out-of-office",
+            Reason::Challenge => "challenge",
             Reason::Class => "class",
             Reason::Interval => "interval",
             Reason::Cap => "cap",
@@ -131,6 +153,7 @@ pub fn message_rules(cfg: &PolicyConfig, s: &Signals, class: Class) -> Option<Re
     let checks = [
         (!cfg.enabled, Reason::Disabled),
         (s.null_sender, Reason::NullSender),
+        (s.undeliverable_sender, Reason::InvalidSender),
         (s.auto_submitted, Reason::AutoSubmitted),
         (s.precedence_bulk, Reason::Precedence),
         (s.list_headers, Reason::List),
@@ -141,6 +164,10 @@ pub fn message_rules(cfg: &PolicyConfig, s: &Signals, class: Class) -> Option<Re
         (cfg.require_addressed && !s.addressed, Reason::NotAddressed),
         (s.spam, Reason::Spam),
         (s.autoresponder_headers || s.report, Reason::Bulk),
+        (s.delivery_failure, Reason::DeliveryFailure),
+        (s.abuse_report, Reason::AbuseReport),
+        (s.out_of_office, Reason::OutOfOffice),
+        (s.challenge, Reason::Challenge),
         (class != Class::Support, Reason::Class),
     ];
     checks.into_iter().find_map(|(hit, reason)| hit.then_some(reason))
@@ -268,6 +295,11 @@ mod tests {
             (Box::new(|s, _| s.spam = true), Reason::Spam),
             (Box::new(|s, _| s.autoresponder_headers = true), Reason::Bulk),
             (Box::new(|s, _| s.report = true), Reason::Bulk),
+            (Box::new(|s, _| s.undeliverable_sender = true), Reason::InvalidSender),
+            (Box::new(|s, _| s.delivery_failure = true), Reason::DeliveryFailure),
+            (Box::new(|s, _| s.abuse_report = true), Reason::AbuseReport),
+            (Box::new(|s, _| s.out_of_office = true), Reason::OutOfOffice),
+            (Box::new(|s, _| s.challenge = true), Reason::Challenge),
         ];
         for (i, (change, reason)) in cases.iter().enumerate() {
             let (mut s, mut c) = (request(), cfg());
@@ -324,6 +356,22 @@ mod tests {
             decide(&c, &bounce, Class::Support, &StateView { answered_recently: true, ..Default::default() }),
             Decision::Suppressed(Reason::NullSender)
         );
+    }
+
+    #[test]
+    fn every_reason_is_listed_once_with_a_distinct_word() {
+        let words: std::collections::HashSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(words.len(), Reason::ALL.len());
+        // Each rule's reason: the ALL list is what the metrics register at 0.
+        for r in [
+            Reason::InvalidSender,
+            Reason::DeliveryFailure,
+            Reason::AbuseReport,
+            Reason::OutOfOffice,
+            Reason::Challenge,
+        ] {
+            assert!(Reason::ALL.contains(&r), "{r}");
+        }
     }
 
     #[test]

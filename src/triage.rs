@@ -296,9 +296,19 @@ mod tests {
 
     #[test]
     fn priorities_follow_the_class() {
+        let cfg = Config::defaults(Path::new("/x.toml"));
+        let data = MessageData::from_rfc5322(b"From: bob@tails.net\n\nx", "X-HelpDesk-", 1 << 18, 1 << 16);
+        let state = ReplyState::in_memory();
+        let deps = Deps { reply_file: None, state: &state, now: 1_000_000 };
+        let env = Envelope::new("bob@tails.net", ["support@tails.net"]).with_sasl_login(Some("bob"));
+        assert!(
+            lines(&end_of_message(&cfg, &deps, &env, &data).unwrap())
+                .contains(&"X-HelpDesk-Priority: high".to_string())
+        );
+        // Claiming the address is not enough (issue 12, point 5).
         assert!(
             lines(&run("bob@tails.net", &["support@tails.net"], "From: bob@tails.net\n\nx"))
-                .contains(&"X-HelpDesk-Priority: high".to_string())
+                .contains(&"X-HelpDesk-Class: support".to_string())
         );
         assert!(
             lines(&run("", &["support@tails.net"], "From: x@y.org\n\nx"))
@@ -320,6 +330,27 @@ mod tests {
         let req = reply_request(&env, msg.as_ref(), None);
         assert_eq!(req.message_id.as_deref(), Some("fine.1@example.org"));
         assert!(req.references.is_empty());
+    }
+
+    #[test]
+    fn a_wrapped_encrypted_message_is_encrypted_and_gets_no_topics() {
+        // Issue 12, point 1: a list's footer around PGP/MIME.
+        let cfg = Config::defaults(Path::new("/x.toml"));
+        let file =
+            ReplyFile::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/reply.toml"))).unwrap();
+        let state = ReplyState::in_memory();
+        let deps = Deps { reply_file: Some(&file), state: &state, now: 1_000_000 };
+        let env = Envelope::new("alice@example.org", ["support@tails.net"]);
+        let triage = |raw: &str| {
+            let data = MessageData::from_rfc5322(raw.as_bytes(), "X-HelpDesk-", 1 << 18, 1 << 16);
+            end_of_message(&cfg, &deps, &env, &data).unwrap()
+        };
+        let t = triage(crate::classify::tests::WRAPPED_PGP);
+        assert!(lines(&t).contains(&"X-HelpDesk-Encrypted: yes".to_string()), "{:?}", lines(&t));
+        assert!(t.topics.is_empty(), "{:?}", t.topics);
+        // The same words in plaintext are recognised: the test can tell.
+        let plain = "From: alice@example.org\nTo: support@tails.net\nSubject: x\n\nMy persistent storage does not unlock.\n";
+        assert_eq!(triage(plain).topics, vec!["persistent-storage-unlock"]);
     }
 
     #[test]

@@ -166,6 +166,11 @@ async fn negotiates_only_what_it_uses() {
         !opts.intersects(ProtoOpts::NO_DATA | ProtoOpts::NO_HEADER | ProtoOpts::NO_BODY | ProtoOpts::NO_RCPT)
     );
     assert_eq!(conn.requested_macros().get(&MacroStage::Eom).map(|c| c.to_str().unwrap()), Some("i"));
+    // The SASL login, at MAIL FROM: the trust signal of team mail.
+    assert_eq!(
+        conn.requested_macros().get(&MacroStage::Mail).map(|c| c.to_str().unwrap()),
+        Some("{auth_authen}")
+    );
     // Not offered, not taken.
     assert!(!opts.intersects(NOREPLY_ALL));
     conn.close().await.unwrap();
@@ -341,6 +346,25 @@ async fn hostile_flood_of_forged_names_is_rejected_whatever_on_error_says() {
 }
 
 #[tokio::test]
+async fn team_mail_needs_a_login() {
+    // Issue 12, point 5: From: a team address alone is any sender's claim.
+    let m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    let headers = [("From", "Bob <bob@tails.net>"), ("To", "support@tails.net"), ("Subject", "[FT] mirror")];
+    let (forged, _) =
+        transaction(&mut conn, "<bob@tails.net>", &["<support@tails.net>"], &headers, b"x").await;
+    assert_eq!(forged[0], add("X-HelpDesk-Class", "support"));
+    assert_eq!(forged[1], add("X-HelpDesk-Priority", "normal"));
+    // Postfix sends {auth_authen} with MAIL FROM for a SASL-authenticated submission.
+    conn.macros(MacroStage::Mail, [("{auth_authen}", "bob")]).await.unwrap();
+    let (team, _) = transaction(&mut conn, "<bob@tails.net>", &["<support@tails.net>"], &headers, b"x").await;
+    assert_eq!(team[0], add("X-HelpDesk-Class", "team"));
+    assert_eq!(team[1], add("X-HelpDesk-Priority", "high"));
+    conn.close().await.unwrap();
+    m.stop().await;
+}
+
+#[tokio::test]
 async fn many_concurrent_connections() {
     let m = Milter::start("").await;
     let mut tasks = Vec::new();
@@ -349,6 +373,10 @@ async fn many_concurrent_connections() {
         tasks.push(tokio::spawn(async move {
             let mut conn = TestConnection::open(addr).await.unwrap();
             let sender = if i % 2 == 0 { "<alice@example.org>" } else { "<bob@tails.net>" };
+            if i % 2 == 1 {
+                // Team mail comes with a login on this host.
+                conn.macros(MacroStage::Mail, [("{auth_authen}", "bob")]).await.unwrap();
+            }
             let (actions, _) = transaction(
                 &mut conn,
                 sender,

@@ -60,7 +60,8 @@ fn rig_and_daemon(sessions: usize, autoreply: &str) -> (PostfixRig, Daemon) {
         milter_port,
         &format!("max_connections = {}", sessions * 2),
         &format!(
-            "[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1s\"\n{autoreply}",
+            "{}[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1s\"\n{autoreply}",
+            load::TEAM_BY_DKIM,
             rig.reinject_port()
         ),
     );

@@ -15,5 +15,5 @@ fuzz_target!(|data: &[u8]| {
     let cfg = case.config();
     let file = case.with_reply_file.then_some(&invariants::FIXTURES.reply_file);
     let Ok(message) = helpdesk_milter::commands::read_message(cfg, &case.message[..]) else { return };
-    let _ = helpdesk_milter::commands::classify(cfg, file, &message, case.sender.as_deref(), &case.recipients);
+    let _ = helpdesk_milter::commands::classify(cfg, file, &message, case.sender.as_deref(), &case.recipients, None);
 });

@@ -46,15 +46,17 @@ pub fn read_message(config: &Config, input: impl BufRead) -> io::Result<MessageD
 }
 
 /// `classify`: the header changes the daemon would make to a message, through the same
-/// end-of-message code and the same limits as the milter. Sends nothing and changes no state.
+/// end-of-message code and the same limits as the milter, submitted with the SASL login
+/// `sasl_login` if given. Sends nothing and changes no state.
 pub fn classify(
     config: &Config,
     reply_file: Option<&ReplyFile>,
     data: &MessageData,
     sender: Option<&str>,
     rcpts: &[String],
+    sasl_login: Option<&str>,
 ) -> Result<Vec<HeaderChange>, TriageError> {
-    let envelope = default_envelope(config, data, sender, rcpts);
+    let envelope = default_envelope(config, data, sender, rcpts).with_sasl_login(sasl_login);
     // A fresh in-memory state: as if nobody had been answered, and nothing is recorded.
     let state = ReplyState::in_memory();
     let deps = Deps { reply_file, state: &state, now: crate::clock::unix_now() };
@@ -96,8 +98,16 @@ mod tests {
 
     #[test]
     fn null_sender_from_the_command_line_is_automated() {
-        let out =
-            classify(&cfg(), None, &data(b"From: alice@example.org\n\nhello"), Some("<>"), &[]).unwrap();
+        let out = classify(&cfg(), None, &data(b"From: alice@example.org\n\nhello"), Some("<>"), &[], None)
+            .unwrap();
         assert_eq!(out[0].to_string(), "X-HelpDesk-Class: automated");
+    }
+
+    #[test]
+    fn sasl_user_shows_an_authenticated_submission() {
+        let raw = data(b"From: bob@tails.net\nTo: support@tails.net\n\nthe mirror is down");
+        let class = |login| classify(&cfg(), None, &raw, None, &[], login).unwrap()[0].to_string();
+        assert_eq!(class(Some("bob")), "X-HelpDesk-Class: team");
+        assert_eq!(class(None), "X-HelpDesk-Class: support");
     }
 }

@@ -169,6 +169,18 @@ pub struct HeaderMatch {
     pub value: String,
 }
 
+/// The signals that make a team sender's mail class `team` (`helpdesk.team_trust`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TeamTrust {
+    /// A SASL-authenticated submission on this host (Postfix's `{auth_authen}`).
+    pub sasl: bool,
+    /// A `dkim=pass` for the From: domain from one of `trusted_authserv_ids`.
+    pub dkim: bool,
+}
+
+/// The default `team_trust`: only mail submitted with a login on this host.
+pub const DEFAULT_TEAM_TRUST: TeamTrust = TeamTrust { sasl: true, dkim: false };
+
 /// What the classifier needs: which mail is for the Help Desk and who is who.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelpdeskConfig {
@@ -184,7 +196,8 @@ pub struct HelpdeskConfig {
     pub spam_headers: Vec<HeaderMatch>,
     /// Lowercased local-part patterns of role senders.
     pub role_senders: Vec<String>,
-    pub team_require_dkim: bool,
+    /// What proves that mail from a team address is the team's.
+    pub team_trust: TeamTrust,
     /// Lowercased authserv-ids whose Authentication-Results are trusted.
     pub trusted_authserv_ids: Vec<String>,
 }

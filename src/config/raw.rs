@@ -68,7 +68,9 @@ pub(super) struct RawHelpdesk {
     pub subject_tags: Vec<Spanned<String>>,
     pub spam_headers: Vec<Spanned<String>>,
     pub role_senders: Vec<Spanned<String>>,
-    pub team_require_dkim: Spanned<bool>,
+    pub team_trust: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Replaced by team_trust: `true` still means `team_trust = ["dkim"]`, `false` is the default.
+    pub team_require_dkim: Option<Spanned<bool>>,
     pub trusted_authserv_ids: Vec<Spanned<String>>,
 }
 
@@ -83,7 +85,8 @@ impl Default for RawHelpdesk {
             subject_tags: strings(&["FT"]),
             spam_headers: strings(&["X-Spam-Flag: YES"]),
             role_senders: strings(DEFAULT_ROLE_SENDERS),
-            team_require_dkim: u(false),
+            team_trust: None,
+            team_require_dkim: None,
             trusted_authserv_ids: Vec::new(),
         }
     }

@@ -99,6 +99,29 @@ fn dkim_requirement_needs_trusted_ids() {
     assert!(parse("[helpdesk]\nteam_require_dkim = true").is_err());
     let c = parse("[helpdesk]\nteam_require_dkim = true\ntrusted_authserv_ids = [\"MX.Tails.net\"]").unwrap();
     assert_eq!(c.helpdesk.trusted_authserv_ids, vec!["mx.tails.net"]);
+    assert_eq!(c.helpdesk.team_trust, TeamTrust { sasl: false, dkim: true });
+    assert!(parse("[helpdesk]\nteam_trust = [\"dkim\"]").is_err());
+}
+
+#[test]
+fn team_trust_defaults_to_a_login_and_the_old_key_keeps_working() {
+    assert_eq!(parse("").unwrap().helpdesk.team_trust, DEFAULT_TEAM_TRUST);
+    assert_eq!(DEFAULT_TEAM_TRUST, TeamTrust { sasl: true, dkim: false });
+    // The old default, shipped in every example file: no longer trusts a From: alone.
+    assert_eq!(
+        parse("[helpdesk]\nteam_require_dkim = false").unwrap().helpdesk.team_trust,
+        DEFAULT_TEAM_TRUST
+    );
+    let both =
+        parse("[helpdesk]\nteam_trust = [\"sasl\", \"DKIM\"]\ntrusted_authserv_ids = [\"mx.tails.net\"]");
+    assert_eq!(both.unwrap().helpdesk.team_trust, TeamTrust { sasl: true, dkim: true });
+    assert_eq!(parse("[helpdesk]\nteam_trust = []").unwrap().helpdesk.team_trust, TeamTrust::default());
+    let e = parse("[helpdesk]\nteam_trust = [\"from\"]").unwrap_err();
+    assert_eq!(e.0[0].line, 2);
+    assert!(e.0[0].message.contains("\"sasl\""), "{e}");
+    let e = parse("[helpdesk]\nteam_trust = [\"sasl\"]\nteam_require_dkim = false").unwrap_err();
+    assert_eq!(e.0[0].line, 3);
+    assert!(e.0[0].message.contains("remove it"), "{e}");
 }
 
 #[test]

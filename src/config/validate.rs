@@ -201,12 +201,7 @@ impl Validator<'_> {
             .map(|s| s.get_ref().trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
-        if *h.team_require_dkim.get_ref() && trusted_authserv_ids.is_empty() {
-            self.error(
-                &h.team_require_dkim,
-                "helpdesk.team_require_dkim needs helpdesk.trusted_authserv_ids: the authserv-id of the host that verifies DKIM",
-            );
-        }
+        let team_trust = self.team_trust(h, &trusted_authserv_ids);
         HelpdeskConfig {
             addresses,
             aliases: self.addresses(&h.aliases, "helpdesk.aliases"),
@@ -216,8 +211,48 @@ impl Validator<'_> {
             subject_tags,
             spam_headers,
             role_senders,
-            team_require_dkim: *h.team_require_dkim.get_ref(),
+            team_trust,
             trusted_authserv_ids,
+        }
+    }
+
+    /// `team_trust`, or the key it replaces: `team_require_dkim = true` kept its meaning (DKIM
+    /// only); `false` trusted a From: alone, which anyone can forge, and now means the default.
+    fn team_trust(&mut self, h: &RawHelpdesk, trusted_authserv_ids: &[String]) -> TeamTrust {
+        const NEEDS_IDS: &str =
+            "needs helpdesk.trusted_authserv_ids: the authserv-id of the host that verifies DKIM";
+        match (&h.team_trust, &h.team_require_dkim) {
+            (Some(_), Some(old)) => {
+                self.error(
+                    old,
+                    "helpdesk.team_require_dkim is replaced by helpdesk.team_trust: remove it (team_require_dkim = true is team_trust = [\"dkim\"])",
+                );
+                DEFAULT_TEAM_TRUST
+            }
+            (Some(list), None) => {
+                let mut trust = TeamTrust::default();
+                for t in list.get_ref() {
+                    match t.get_ref().trim().to_ascii_lowercase().as_str() {
+                        "sasl" => trust.sasl = true,
+                        "dkim" => trust.dkim = true,
+                        _ => self.error(
+                            t,
+                            "helpdesk.team_trust: each entry is \"sasl\" (a login on this host) or \"dkim\" (a trusted verifier's DKIM pass)",
+                        ),
+                    }
+                }
+                if trust.dkim && trusted_authserv_ids.is_empty() {
+                    self.error(list, format!("helpdesk.team_trust = [\"dkim\"] {NEEDS_IDS}"));
+                }
+                trust
+            }
+            (None, Some(old)) if *old.get_ref() => {
+                if trusted_authserv_ids.is_empty() {
+                    self.error(old, format!("helpdesk.team_require_dkim {NEEDS_IDS}"));
+                }
+                TeamTrust { sasl: false, dkim: true }
+            }
+            (None, _) => DEFAULT_TEAM_TRUST,
         }
     }
 

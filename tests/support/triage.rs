@@ -38,6 +38,10 @@ impl Triage {
         for r in rcpts {
             cmd.args(["--rcpt", r]);
         }
+        if name.starts_with("team") {
+            // Team mail is submitted with a login on the mail host.
+            cmd.args(["--sasl-user", "dev"]);
+        }
         let out = cmd.arg(Path::new(DATA).join(name)).output().unwrap();
         assert!(
             out.status.success(),
