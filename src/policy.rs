@@ -5,7 +5,6 @@
 //! those of `autoreply-rules.md` (RFC 3834, RFC 5230 and the best responders): every suppress
 //! rule is evaluated and the first reason in a fixed order is recorded.
 
-use crate::address;
 use crate::classify::{Class, Signals};
 pub use crate::config::PolicyConfig;
 use std::fmt;
@@ -202,37 +201,6 @@ pub fn decide(cfg: &PolicyConfig, s: &Signals, class: Class, view: &StateView) -
     }
 }
 
-/// The key under which a sender is remembered (F13): lowercase, BATV tag removed, SRS decoded,
-/// so that the same person is recognised behind forwarders and bounce-address tagging.
-pub fn canonical_sender(sender: &str) -> String {
-    let a = address::normalize(sender);
-    let Some((local, domain)) = address::split(&a) else { return a };
-    // BATV: prvs=TAG=local@domain (RFC draft), also seen as prvs=local/TAG.
-    let local = match local.strip_prefix("prvs=").or_else(|| local.strip_prefix("msprvs1=")) {
-        Some(rest) => match rest.split_once('=') {
-            Some((_, orig)) if !orig.is_empty() => orig,
-            _ => local,
-        },
-        None => local,
-    };
-    // SRS0=HASH=TT=orig-domain=orig-local@forwarder; SRS1=HASH=forwarder==HASH=TT=domain=local@...
-    if let Some(rest) = local.strip_prefix("srs0=").or_else(|| local.strip_prefix("srs0+")).or_else(|| {
-        local
-            .strip_prefix("srs1=")
-            .or_else(|| local.strip_prefix("srs1+"))
-            .and_then(|r| r.split_once("==").map(|(_, x)| x))
-    }) {
-        let parts: Vec<&str> = rest.splitn(4, '=').collect();
-        if let [_hash, _tt, orig_domain, orig_local] = parts[..]
-            && !orig_domain.is_empty()
-            && !orig_local.is_empty()
-        {
-            return format!("{orig_local}@{orig_domain}");
-        }
-    }
-    format!("{local}@{domain}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,20 +348,5 @@ mod tests {
         assert!(is_loop("support@tails.net", "True"));
         assert!(!is_loop("support@tails.net", "other@example.org"));
         assert!(!is_loop("", "anything"));
-    }
-
-    #[test]
-    fn canonical_senders() {
-        assert_eq!(canonical_sender("<Alice@Example.ORG>"), "alice@example.org");
-        assert_eq!(canonical_sender("prvs=1234abcd=alice@example.org"), "alice@example.org");
-        assert_eq!(canonical_sender("SRS0=HHH=TT=example.org=alice@forwarder.example"), "alice@example.org");
-        assert_eq!(
-            canonical_sender("SRS1=XXX=fwd1.example==HHH=TT=example.org=alice@fwd2.example"),
-            "alice@example.org"
-        );
-        // Malformed tags are kept as they are rather than guessed at.
-        assert_eq!(canonical_sender("srs0=broken@forwarder.example"), "srs0=broken@forwarder.example");
-        assert_eq!(canonical_sender("prvs=@example.org"), "prvs=@example.org");
-        assert_eq!(canonical_sender(""), "");
     }
 }

@@ -129,7 +129,7 @@ pub fn end_of_message(
     };
     let mut reply = None;
     if decision.is_none() {
-        let canonical = policy::canonical_sender(&env.sender);
+        let canonical = address::canonical_sender(&env.sender);
         let (d, reservation) =
             deps.state.decide_and_reserve(&canonical, deps.now, cfg.autoreply.interval, |view| {
                 // The message rules passed above: under the lock only the state rules remain.

@@ -271,8 +271,12 @@ fn prepare_state(state: &ReplyState, cfg: &Config, env: &Envelope, case: &Classi
         state.decide_and_reserve(&other, then, interval, |_| Decision::Queued);
     }
     if case.answered {
-        state
-            .decide_and_reserve(&policy::canonical_sender(&env.sender), then, interval, |_| Decision::Queued);
+        state.decide_and_reserve(
+            &helpdesk_milter::address::canonical_sender(&env.sender),
+            then,
+            interval,
+            |_| Decision::Queued,
+        );
     }
 }
 
