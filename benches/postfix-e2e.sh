@@ -52,9 +52,9 @@
 #   benches/postfix-e2e.sh [-n N] [-r ROUNDS] [-s SESSIONS] [-l LAT_N] [-c CONFIGS] [-t KINDS]
 #                          [-o RESULTS] [-k]
 #   N=500 ROUNDS=1 benches/postfix-e2e.sh -c "none hm-unix:full py-unix"   # a quick try
-# With the defaults (3 rounds of 8 configurations x 3 kinds) it takes about 15 minutes on an idle
-# 2-core machine, 30 on a busy one; dkim-tcp's latency run alone takes 45 s a round (88 ms a
-# message, see above).
+# With the defaults (3 rounds of 8 configurations x 3 kinds) it took 16 minutes on a 2-core
+# machine busy with other work (load 5 to 21); dkim-tcp's latency run alone takes 45 s a round
+# (88 ms a message, see above).
 #
 # Options / environment (a flag wins over the environment):
 #   -n N             messages per throughput run                             [2000]
