@@ -1,63 +1,102 @@
 #!/bin/bash
-# postfix-e2e.sh -- end-to-end benchmark: a real Postfix on loopback, with and without milters.
+# postfix-e2e.sh -- end-to-end benchmark: a real Postfix on loopback, with and without milters:
+# throughput, latency, and the CPU each milter spends per message.
 #
 #   smtp-source --SMTP--> Postfix smtpd (+ smtpd_milters) -> queue -> smtp -> smtp-sink (counts)
 #
-# Four configurations, on ONE private Postfix instance, interleaved over ROUNDS rounds
-# (a b c d, a b c d, ...), so that a slow moment of the machine hits them all alike:
-#   a  no milter (the limit)
-#   b  helpdesk-milter over TCP          (inet:127.0.0.1:PORT)
-#   c  helpdesk-milter over a UNIX socket (socket_group postfix, mode 0660)
-#   d  OpenDKIM in verify mode over TCP  (a peer: Debian's libmilter-based milter)
-# Every message goes from writer@example.net to the Help Desk address helpdesk@example.org,
-# so helpdesk-milter triages it as a support request (the realistic path: classify, headers,
-# auto-reply decision in its state store). Its auto-replies go to a second smtp-sink, so that they
-# do not count as delivered mail. milter_default_action = tempfail: a dead milter shows up as
-# failures, never as mail passing untriaged.
+# Postfix is the test rig's: main.cf and master.cf come from tests/rig/, which the tests
+# (tests/support/postfix.rs) read too. Every configuration runs on that ONE private instance, and
+# the configurations are interleaved over ROUNDS rounds (a b c, a b c, ...), so that a slow moment
+# of the machine hits them all alike; each ratio is taken within its round.
 #
-# Per configuration and round:
-#   throughput  smtp-source -s SESSIONS -m N -l SIZE: ingest msg/s = N / smtp-source's wall time
-#               (every message accepted, milter EOM included); end-to-end msg/s = N / time until
-#               the sink's counter grew by N.
-#   latency     smtp-source -s 1 -m LAT_N -l SIZE: ms per message = wall time / LAT_N.
-#   milter CPU  CPU time (user + system, all threads) the milter process used during the
-#               throughput run, per message, in microseconds (from /proc/PID/stat).
-# Then the median over rounds, and for b, c, d the ratio to a of the same round (median of the
-# per-round ratios) and the added latency (median of the per-round differences).
+# Configurations (-c, in this order per round):
+#   none                 no milter (the limit)
+#   hm-tcp:VARIANT       helpdesk-milter over TCP (inet:127.0.0.1:PORT)
+#   hm-unix:VARIANT      helpdesk-milter over a UNIX socket (socket_group postfix, mode 0660)
+#                        VARIANT names a line of benches/daemon-variants: `full` (the example
+#                        configuration's settings: statistics on, auto-replies on), `stats-off`,
+#                        `stats-replies-off`; one line there adds a variant
+#   py-unix, py-tcp      benches/pymilter-addheader.py: Debian's python3-milter (pymilter on
+#                        libmilter) adding one header; it takes MAIL and end of message only
+#   pyread-unix, ...-tcp the same with --read: it also takes every header and the body
+#   dkim-unix, dkim-tcp  Debian's OpenDKIM in verify mode (a libmilter milter that reads all)
+# libmilter over TCP sets no TCP_NODELAY and meets Postfix's delayed ACK: about 88 ms per message
+# whatever its CPU (README, Performance); the UNIX sockets are the fair comparison.
 #
-# Usage (as root; installs postfix and opendkim with apt-get when missing):
-#   benches/postfix-e2e.sh [-n N] [-r ROUNDS] [-s SESSIONS] [-l LAT_N] [-c "a b c d"] [-o RESULTS] [-k]
-#   N=500 ROUNDS=1 benches/postfix-e2e.sh          # a quick try
+# Traffic kinds (-t), each sent to every configuration, from writer@example.net:
+#   helpdesk  to the Help Desk address helpdesk@example.org: helpdesk-milter triages every message
+#             as a support request (classify, headers, auto-reply decision in its state store,
+#             statistics). Only the first gets an auto-reply (one sender, interval 7 days); the
+#             replies go to a second smtp-sink, so that they do not count as delivered mail.
+#   other     to other@example.org, not a Help Desk address: helpdesk-milter passes it untouched.
+#   mix       1 in MIX_EVERY (10) to the Help Desk, the rest to other@example.org, at the same
+#             time: two smtp-source runs side by side, the sessions and the messages split in the
+#             same proportion. 1 in 10 because the Help Desk's address is one of many on a shared
+#             mail host (lists, people, other teams), so most of what the milter sees is not for
+#             it; the triage still gets enough messages to be measured. Say MIX_EVERY=N otherwise.
+#
+# Per configuration, kind and round:
+#   throughput  SESSIONS parallel sessions, N messages of SIZE bytes: ingest msg/s = N /
+#               smtp-source's wall time (every message accepted, milter EOM included); end-to-end
+#               msg/s = N / time until the sink's counter grew by N.
+#   milter CPU  utime + stime of the milter's process (all its threads; pymilter: the python
+#               process), from /proc/PID/stat, over the throughput run, divided by N: microseconds
+#               per message. CPU per message moves less with a busy machine than throughput does.
+#   latency     for the kinds in LAT_KINDS (helpdesk): 1 session, LAT_N messages: ms per message.
+# Then benches/postfix-e2e-report.py prints the medians over rounds, each milter's CPU per
+# message as a ratio to pymilter's (PY_REF, py-unix) of the same round, the ratios to no milter,
+# the latency added, what the variants cost ("statistics and state add N % ..."), each beside its
+# target (issue 16), and writes RESULTS.
+#
+# Usage (as root; installs postfix, python3-milter and opendkim with apt-get when missing):
+#   benches/postfix-e2e.sh [-n N] [-r ROUNDS] [-s SESSIONS] [-l LAT_N] [-c CONFIGS] [-t KINDS]
+#                          [-o RESULTS] [-k]
+#   N=500 ROUNDS=1 benches/postfix-e2e.sh -c "none hm-unix:full py-unix"   # a quick try
+# With the defaults (3 rounds of 8 configurations x 3 kinds) it took 16 minutes on a 2-core
+# machine busy with other work (load 5 to 21); dkim-tcp's latency run alone takes 45 s a round
+# (88 ms a message, see above).
 #
 # Options / environment (a flag wins over the environment):
-#   -n N             messages per throughput run                       [5000]
-#   -r ROUNDS        rounds                                            [3]
-#   -s SESSIONS      parallel SMTP sessions of the throughput run      [20]
-#   -l LAT_N         messages of the 1-session latency run             [500]
-#   -c CONFIGS       configurations to run, in this order per round    ["a b c d"]
+#   -n N             messages per throughput run                             [2000]
+#   -r ROUNDS        rounds                                                  [3]
+#   -s SESSIONS      parallel SMTP sessions of the throughput runs           [20]
+#   -l LAT_N         messages of each 1-session latency run                  [500]
+#   -c CONFIGS       configurations, in this order per round  [see DEFAULT_CONFIGS below]
+#   -t KINDS         traffic kinds                                           ["helpdesk other mix"]
 #   -o RESULTS       write machine-readable results (TSV: config, metric, value) to this file
-#   -k  (KEEP=1)     keep the temp dir (configs, maillog, daemon logs) and print its path
-#   SIZE             message body bytes (smtp-source -l)               [4096]
+#   -k  (KEEP=1)     keep the temp dir (configs, maillog, milter logs) and print its path
+#   LAT_KINDS        kinds that get a latency run ("" for none)              ["helpdesk"]
+#   MIX_EVERY        1 in MIX_EVERY messages of the mix is for the Help Desk [10]
+#   PY_REF           the configuration the CPU ratios are taken to           [py-unix]
+#   SIZE             message body bytes (smtp-source -l)                     [4096]
 #   WARMUP           messages sent (and not measured) after each milter switch [200]
 #   STALL_TIMEOUT    seconds without progress of the sink's counter before giving up [30]
-#   SETTLE           seconds to wait after a reload, before the warm-up [1]
+#   SETTLE           seconds to wait after a reload, before the warm-up      [1]
 #   OPENDKIM_AR      1: OpenDKIM adds Authentication-Results to unsigned mail too (it adds one
-#                    header, as helpdesk-milter does, and as it would for signed mail) [1]
+#                    header, as the other milters do, and as it would for signed mail) [1]
+#   VARIANTS_FILE    the daemon's variants                        [benches/daemon-variants]
 #   HELPDESK_MILTER_BIN  the daemon binary; default: cargo build --release --locked, then
 #                        target/release/helpdesk-milter
 #
 # Exit status: 0 when every run delivered all its messages, 1 when any run lost or deferred mail
-# (the table is still printed, with the failed runs marked), 2 on a setup error.
+# (the tables are still printed, with the failed runs marked), 2 on a setup error.
 set -euo pipefail
 
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH:${HOME:-/root}/.cargo/bin
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Debian's python3, which python3-milter installs into (not a pyenv or venv one from PATH).
+PYTHON=/usr/bin/python3
 
-N=${N:-5000}
+DEFAULT_CONFIGS="none hm-tcp:full hm-unix:full hm-unix:stats-off hm-unix:stats-replies-off py-unix dkim-unix dkim-tcp"
+N=${N:-2000}
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-20}
 LAT_N=${LAT_N:-500}
-CONFIGS=${CONFIGS:-a b c d}
+CONFIGS=${CONFIGS:-$DEFAULT_CONFIGS}
+KINDS=${KINDS:-helpdesk other mix}
+LAT_KINDS=${LAT_KINDS-helpdesk}
+MIX_EVERY=${MIX_EVERY:-10}
+PY_REF=${PY_REF:-py-unix}
 RESULTS=${RESULTS:-}
 KEEP=${KEEP:-0}
 SIZE=${SIZE:-4096}
@@ -65,22 +104,25 @@ WARMUP=${WARMUP:-200}
 STALL_TIMEOUT=${STALL_TIMEOUT:-30}
 SETTLE=${SETTLE:-1}
 OPENDKIM_AR=${OPENDKIM_AR:-1}
+VARIANTS_FILE=${VARIANTS_FILE:-$REPO/benches/daemon-variants}
 HELPDESK_MILTER_BIN=${HELPDESK_MILTER_BIN:-}
 
 SENDER=writer@example.net
 HELPDESK=helpdesk@example.org
+OTHER=other@example.org
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 die() { echo "postfix-e2e: error: $*" >&2; exit 2; }
 say() { echo "postfix-e2e: $*" >&2; }
 
-while getopts 'n:r:s:l:c:o:kh' opt; do
+while getopts 'n:r:s:l:c:t:o:kh' opt; do
     case $opt in
         n) N=$OPTARG ;;
         r) ROUNDS=$OPTARG ;;
         s) SESSIONS=$OPTARG ;;
         l) LAT_N=$OPTARG ;;
         c) CONFIGS=$OPTARG ;;
+        t) KINDS=$OPTARG ;;
         o) RESULTS=$OPTARG ;;
         k) KEEP=1 ;;
         h) usage; exit 0 ;;
@@ -89,28 +131,69 @@ while getopts 'n:r:s:l:c:o:kh' opt; do
 done
 shift $((OPTIND - 1))
 [ $# -eq 0 ] || die "unexpected argument '$1' (see -h)"
-for v in N ROUNDS SESSIONS LAT_N SIZE WARMUP STALL_TIMEOUT SETTLE; do
+for v in N ROUNDS SESSIONS LAT_N SIZE WARMUP STALL_TIMEOUT SETTLE MIX_EVERY; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, not '${!v}'"
 done
-[ "$N" -gt 0 ] && [ "$ROUNDS" -gt 0 ] && [ "$SESSIONS" -gt 0 ] && [ "$LAT_N" -gt 0 ] \
-    || die "N, ROUNDS, SESSIONS and LAT_N must be at least 1"
+[ "$N" -gt 0 ] && [ "$ROUNDS" -gt 0 ] && [ "$SESSIONS" -gt 0 ] && [ "$LAT_N" -gt 0 ] && [ "$MIX_EVERY" -gt 0 ] \
+    || die "N, ROUNDS, SESSIONS, LAT_N and MIX_EVERY must be at least 1"
 read -r -a CONFIG_LIST <<<"$CONFIGS"
+read -r -a KIND_LIST <<<"$KINDS"
+read -r -a LAT_KIND_LIST <<<"$LAT_KINDS"
 [ ${#CONFIG_LIST[@]} -gt 0 ] || die "no configuration to run (CONFIGS is empty)"
-for c in "${CONFIG_LIST[@]}"; do
-    [[ $c =~ ^[abcd]$ ]] || die "unknown configuration '$c' (a, b, c or d)"
+[ ${#KIND_LIST[@]} -gt 0 ] || die "no traffic kind to send (KINDS is empty)"
+for k in "${KIND_LIST[@]}"; do
+    [[ $k =~ ^(helpdesk|other|mix)$ ]] || die "unknown traffic kind '$k' (helpdesk, other or mix)"
 done
-has_config() { [[ " ${CONFIG_LIST[*]} " == *" $1 "* ]]; }
+for k in "${LAT_KIND_LIST[@]}"; do
+    [[ $k =~ ^(helpdesk|other)$ ]] || die "LAT_KINDS: '$k' is not helpdesk or other (one session cannot mix)"
+done
+if [[ " ${KIND_LIST[*]} " == *" mix "* ]]; then
+    [ "$SESSIONS" -ge 2 ] || die "the mix needs at least 2 sessions (one for each kind of mail)"
+    [ "$N" -ge "$MIX_EVERY" ] || die "the mix needs N >= MIX_EVERY ($MIX_EVERY)"
+fi
+
+# The daemon's variants: NAME -> "table.key = value; ..." (benches/daemon-variants).
+declare -A VARIANT=()
+[ -r "$VARIANTS_FILE" ] || die "cannot read VARIANTS_FILE $VARIANTS_FILE"
+while read -r name settings; do
+    [ -n "$name" ] && [[ $name != \#* ]] || continue
+    [[ $name =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "$VARIANTS_FILE: bad variant name '$name' (a-z, 0-9, -)"
+    VARIANT[$name]=$settings
+done <"$VARIANTS_FILE"
+
+# Every configuration: its milter kind (none, hm, py, pyread, dkim), socket (tcp, unix), variant,
+# label; the name of its process and directory (the configuration's name without ':').
+declare -A MKIND=() SOCK=() VAR=() LABEL=() PNAME=()
+for c in "${CONFIG_LIST[@]}"; do
+    [ -z "${MKIND[$c]:-}" ] || die "configuration '$c' given twice"
+    case $c in
+        none) MKIND[$c]=none LABEL[$c]="no milter" ;;
+        hm-tcp:* | hm-unix:*)
+            v=${c#*:}
+            [ -n "${VARIANT[$v]+set}" ] || die "unknown daemon variant '$v' in '$c' (see $VARIANTS_FILE)"
+            s=${c%%:*}; s=${s#hm-}
+            MKIND[$c]=hm SOCK[$c]=$s VAR[$c]=$v
+            LABEL[$c]="helpdesk-milter $([ "$s" = tcp ] && echo TCP || echo UNIX), $v"
+            ;;
+        py-tcp | py-unix | pyread-tcp | pyread-unix | dkim-tcp | dkim-unix)
+            MKIND[$c]=${c%-*} SOCK[$c]=${c##*-}
+            case ${c%-*} in
+                py) LABEL[$c]="pymilter add-header" ;;
+                pyread) LABEL[$c]="pymilter add-header, reads all" ;;
+                dkim) LABEL[$c]="OpenDKIM verify" ;;
+            esac
+            LABEL[$c]+=", $([ "${SOCK[$c]}" = tcp ] && echo TCP || echo UNIX)"
+            ;;
+        *) die "unknown configuration '$c' (none, hm-tcp:VARIANT, hm-unix:VARIANT, py-unix, py-tcp, pyread-unix, pyread-tcp, dkim-unix, dkim-tcp)" ;;
+    esac
+    PNAME[$c]=${c//:/-}
+done
+has_mkind() { local c; for c in "${CONFIG_LIST[@]}"; do [ "${MKIND[$c]}" = "$1" ] && return 0; done; return 1; }
+has_py() { has_mkind py || has_mkind pyread; }
 if [ -n "$RESULTS" ]; then
     case $RESULTS in /*) ;; *) RESULTS=$PWD/$RESULTS ;; esac
     : >"$RESULTS" || die "cannot write RESULTS file $RESULTS"
 fi
-
-declare -A LABEL=(
-    [a]="no milter"
-    [b]="helpdesk-milter, TCP"
-    [c]="helpdesk-milter, UNIX socket"
-    [d]="OpenDKIM (verify), TCP"
-)
 
 # ---------------------------------------------------------------------------------------------
 # Installation (Debian/Ubuntu, as root, non-interactive).
@@ -136,20 +219,28 @@ if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null \
     echo "postfix postfix/mailname string localhost" | debconf-set-selections
     apt_install postfix
 fi
-if has_config d && ! command -v opendkim >/dev/null; then apt_install opendkim; fi
+if has_mkind dkim && ! command -v opendkim >/dev/null; then apt_install opendkim; fi
+# The report needs python3 in any case; pymilter its Milter module.
+if ! [ -x "$PYTHON" ] || { has_py && ! "$PYTHON" -c 'import Milter' 2>/dev/null; }; then
+    if has_py; then apt_install python3 python3-milter; else apt_install python3; fi
+fi
 missing=()
-for tool in script awk tail grep stat touch; do command -v $tool >/dev/null || missing+=("$tool"); done
+for tool in script awk tail grep stat touch sed; do command -v $tool >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
-    apt_install bsdutils mawk coreutils grep   # Essential on Debian; only a stripped image lacks them
+    apt_install bsdutils mawk coreutils grep sed   # Essential on Debian; only a stripped image lacks them
 fi
 for tool in postfix postconf postsuper smtp-source smtp-sink script awk; do
     command -v $tool >/dev/null || die "$tool not found even after installing"
 done
-has_config d && { command -v opendkim >/dev/null || die "opendkim not found even after installing"; }
-has_config d && { id opendkim >/dev/null 2>&1 || die "user opendkim missing (the opendkim package creates it)"; }
+[ -x "$PYTHON" ] || die "$PYTHON not found even after installing python3"
+if has_py; then "$PYTHON" -c 'import Milter' 2>/dev/null || die "python3-milter (import Milter) missing even after installing"; fi
+if has_mkind dkim; then
+    command -v opendkim >/dev/null || die "opendkim not found even after installing"
+    id opendkim >/dev/null 2>&1 || die "user opendkim missing (the opendkim package creates it)"
+fi
 
 # The daemon.
-if has_config b || has_config c; then
+if has_mkind hm; then
     if [ -z "$HELPDESK_MILTER_BIN" ]; then
         command -v cargo >/dev/null \
             || die "cargo not found: install Rust (rustup) or set HELPDESK_MILTER_BIN to a built binary"
@@ -166,8 +257,9 @@ fi
 
 T=$(mktemp -d /tmp/helpdesk-e2e-bench.XXXXXX)
 chmod 0755 "$T"   # Postfix's daemons, the sinks (user postfix) and opendkim traverse it
-ETC=$T/postfix/etc
-MAILLOG=$T/log/maillog
+RIG=$T/postfix    # the rig's directory, laid out as tests/rig/main.cf says
+ETC=$RIG/etc
+MAILLOG=$RIG/log/maillog
 PF_STARTED=0
 declare -A PIDS=()   # name -> pid of what we started in the background
 
@@ -190,7 +282,7 @@ cleanup() {
     set +e
     if [ "$PF_STARTED" = 1 ]; then
         local mp
-        mp=$(tr -d ' ' <"$T/postfix/spool/pid/master.pid" 2>/dev/null)
+        mp=$(tr -d ' ' <"$RIG/spool/pid/master.pid" 2>/dev/null)
         postfix -c "$ETC" stop </dev/null >/dev/null 2>&1
         if [ -n "$mp" ]; then
             for ((i = 0; i < 100; i++)); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
@@ -199,7 +291,7 @@ cleanup() {
     fi
     for name in "${!PIDS[@]}"; do stop_pid "$name"; done
     if [ "$KEEP" = 1 ]; then
-        say "kept $T (KEEP=1): postfix/etc, log/maillog, helpdesk-*/daemon.log, opendkim/opendkim.log"
+        say "kept $T (KEEP=1): postfix/etc, postfix/log/maillog, one directory per milter with its log"
     else
         rm -rf "$T"
     fi
@@ -265,12 +357,12 @@ pf() {   # postfix -c ETC ARGS...; Postfix prints its errors only to a TTY: show
 
 backdate() { touch -d '-10 seconds' "$@"; }   # Postfix waits for a main.cf that is < 1-2 s old
 
-master_pid() { tr -d ' ' <"$T/postfix/spool/pid/master.pid"; }
+master_pid() { tr -d ' ' <"$RIG/spool/pid/master.pid"; }
 
 children_of() {   # children_of PID: its live direct children, from /proc (no procps needed)
     local f line fields
     for f in /proc/[0-9]*/stat; do
-        read -r line <"$f" 2>/dev/null || continue
+        read -r line 2>/dev/null <"$f" || continue   # 2> first: the process may be gone
         read -r -a fields <<<"${line##*) }"   # state ppid ...
         if [ "${fields[1]:-}" = "$1" ] && [ "${fields[0]}" != Z ]; then
             f=${f#/proc/}
@@ -282,7 +374,7 @@ children_of() {   # children_of PID: its live direct children, from /proc (no pr
 
 cpu_ticks() {   # cpu_ticks PID: utime + stime of the process (all threads), in clock ticks
     local line f
-    read -r line <"/proc/$1/stat" 2>/dev/null || { echo 0; return; }
+    read -r line 2>/dev/null <"/proc/$1/stat" || { echo 0; return; }
     read -r -a f <<<"${line##*) }"   # f[0] is field 3 (state): utime is field 14, stime 15
     echo $((f[11] + f[12]))
 }
@@ -319,17 +411,15 @@ pf_set() {
 # Ports, sinks.
 
 SMTPD_PORT=$(free_port)
+REINJECT_PORT=$(free_port)   # the rig's second smtpd (no milter); unused here
 SINK_PORT=$(free_port)
 REPLY_SINK_PORT=$(free_port)
 DUMP_SINK_PORT=$(free_port)
-HM_TCP_PORT=$(free_port)
-DKIM_PORT=$(free_port)
-HM_SOCKET=$T/helpdesk-unix/run/milter.sock
 
-mkdir -p "$T/log" "$T/dump" "$ETC" "$T/postfix/spool" "$T/postfix/data"
+mkdir -p "$T/log" "$T/dump" "$ETC" "$RIG/spool" "$RIG/data" "$RIG/log"
 : >"$T/log/smtp-source.err"
-chmod 0755 "$T/log" "$T/postfix"
-chown postfix "$T/postfix/data" "$T/dump" "$T/log"
+chmod 0755 "$T/log" "$RIG" "$RIG/log"
+chown postfix "$RIG/data" "$T/dump" "$T/log"
 
 start_sink() {   # start_sink NAME PORT [smtp-sink options...]
     local name=$1 port=$2
@@ -344,161 +434,131 @@ start_sink reply-sink "$REPLY_SINK_PORT"                 # helpdesk-milter's aut
 start_sink dump-sink "$DUMP_SINK_PORT" -d "$T/dump/%H%M%S."   # the smoke check, then stopped
 
 # ---------------------------------------------------------------------------------------------
-# The milters.
+# The milters: one process per configuration.
 
-start_helpdesk() {   # start_helpdesk NAME LISTEN [extra [milter] lines]
-    local name=$1 listen=$2 extra=${3:-} d=$T/$1
-    # The reply file in a directory of its own, as in /etc/helpdesk-milter: the daemon watches
-    # that directory, and a log or state written beside it would wake the watcher on every line.
-    mkdir -p "$d/reply"
-    cp "$REPO/etc/reply.toml" "$d/reply/reply.toml"
-    cat >"$d/helpdesk-milter.toml" <<EOF
-# written by benches/postfix-e2e.sh
-[milter]
-listen = "$listen"
-$extra
-[helpdesk]
-addresses = ["$HELPDESK"]
-
-[autoreply]
-enabled = true
-reply_file = "reply/reply.toml"
-from = "Help Desk <$HELPDESK>"
-relay = "smtp://127.0.0.1:$REPLY_SINK_PORT"
-
-[state]
-directory = "$d/state"
-
-[log]
-level = "info"
-EOF
-    "$HELPDESK_MILTER_BIN" check --config "$d/helpdesk-milter.toml" >"$d/check.out" 2>&1 \
-        || die "helpdesk-milter check rejected $d/helpdesk-milter.toml: $(cat "$d/check.out")"
-    "$HELPDESK_MILTER_BIN" run --config "$d/helpdesk-milter.toml" \
-        </dev/null >>"$d/daemon.log" 2>&1 &
-    PIDS[$name]=$!
-}
-
-wait_milter() {   # wait_milter NAME LOG CHECK-CMD...
-    local name=$1 log=$2 i
-    shift 2
-    for ((i = 0; i < 400; i++)); do
-        "$@" && return 0
-        kill -0 "${PIDS[$name]}" 2>/dev/null || { cat "$log" >&2; die "$name exited at start (log above)"; }
-        sleep 0.05
+# write_daemon_config FILE SETTINGS...: the daemon's TOML from `table.key = value` settings; a
+# later setting of the same key replaces the earlier one (the variant over the base).
+write_daemon_config() {
+    local file=$1 s key table order=() t k
+    declare -A val=()
+    shift
+    for s in "$@"; do
+        s=${s#"${s%%[![:space:]]*}"}
+        [ -n "$s" ] || continue
+        key=${s%%=*}; key=${key%"${key##*[![:space:]]}"}
+        [[ $key =~ ^[a-z_]+\.[a-z_]+$ ]] && [[ $s == *=* ]] \
+            || die "bad daemon setting '$s' (table.key = value; see $VARIANTS_FILE)"
+        [ -n "${val[$key]+set}" ] || order+=("$key")
+        val[$key]=${s#*=}
+        val[$key]=${val[$key]#"${val[$key]%%[![:space:]]*}"}
     done
-    cat "$log" >&2
-    die "$name not ready after 20 s (log above)"
+    {
+        echo "# written by benches/postfix-e2e.sh"
+        for table in $(printf '%s\n' "${order[@]}" | cut -d. -f1 | awk '!seen[$0]++'); do
+            printf '\n[%s]\n' "$table"
+            for k in "${order[@]}"; do
+                t=${k%%.*}
+                if [ "$t" = "$table" ]; then printf '%s = %s\n' "${k#*.}" "${val[$k]}"; fi
+            done
+        done
+    } >"$file"
 }
 
-if has_config b; then
-    start_helpdesk helpdesk-tcp "inet:127.0.0.1:$HM_TCP_PORT"
-fi
-if has_config c; then
-    # The socket's directory is 0755 and the socket group postfix, mode 0660: smtpd (user
-    # postfix) may connect, nobody else.
-    mkdir -p "$(dirname "$HM_SOCKET")"
-    chmod 0755 "$T/helpdesk-unix" "$(dirname "$HM_SOCKET")"
-    start_helpdesk helpdesk-unix "unix:$HM_SOCKET" $'socket_mode = "0660"\nsocket_group = "postfix"'
-fi
-if has_config d; then
-    mkdir -p "$T/opendkim"
-    chown opendkim "$T/opendkim"
-    # Verify only, no keys. InternalHosts (default 127.0.0.1) would make our loopback client
-    # "internal", i.e. mail to sign rather than to verify: list a documentation address instead.
-    cat >"$T/opendkim/opendkim.conf" <<EOF
+declare -A MILTER=() PROCLOG=() CPU_PID=() READY=()
+start_milter() {   # start_milter CONFIG: starts its process; sets MILTER, PROCLOG, READY
+    local c=$1 name=${PNAME[$1]} d=$T/${PNAME[$1]} port="" sock="" settings
+    mkdir -p "$d"
+    chmod 0755 "$d"
+    if [ "${SOCK[$c]}" = tcp ]; then port=$(free_port); else mkdir -p "$d/run"; chmod 0755 "$d/run"; sock=$d/run/milter.sock; fi
+    case ${MKIND[$c]} in
+        hm)
+            # The reply file in a directory of its own, as in /etc/helpdesk-milter: the daemon
+            # watches that directory, and a log or state written beside it would wake the watcher.
+            mkdir -p "$d/reply"
+            cp "$REPO/etc/reply.toml" "$d/reply/reply.toml"
+            local base=(
+                "milter.listen = \"${port:+inet:127.0.0.1:$port}${sock:+unix:$sock}\""
+                "helpdesk.addresses = [\"$HELPDESK\"]"
+                "autoreply.enabled = true"
+                "autoreply.reply_file = \"reply/reply.toml\""
+                "autoreply.from = \"Help Desk <$HELPDESK>\""
+                "autoreply.relay = \"smtp://127.0.0.1:$REPLY_SINK_PORT\""
+                "state.directory = \"$d/state\""
+                "log.level = \"info\""
+            )
+            # The socket's directory is 0755 and the socket group postfix, mode 0660: smtpd (user
+            # postfix) may connect, nobody else.
+            [ -z "$sock" ] || base+=("milter.socket_mode = \"0660\"" "milter.socket_group = \"postfix\"")
+            IFS=';' read -r -a settings <<<"${VARIANT[${VAR[$c]}]}"
+            write_daemon_config "$d/helpdesk-milter.toml" "${base[@]}" "${settings[@]}"
+            "$HELPDESK_MILTER_BIN" check --config "$d/helpdesk-milter.toml" >"$d/check.out" 2>&1 \
+                || die "helpdesk-milter check rejected $d/helpdesk-milter.toml ($c): $(cat "$d/check.out")"
+            PROCLOG[$c]=$d/daemon.log
+            "$HELPDESK_MILTER_BIN" run --config "$d/helpdesk-milter.toml" </dev/null >>"$d/daemon.log" 2>&1 &
+            ;;
+        py | pyread)
+            PROCLOG[$c]=$d/pymilter.log
+            local pyargs=()
+            [ "${MKIND[$c]}" = pyread ] && pyargs=(--read)
+            "$PYTHON" "$REPO/benches/pymilter-addheader.py" "${port:+inet:$port@127.0.0.1}${sock:+unix:$sock}" \
+                "${pyargs[@]}" </dev/null >"$d/pymilter.log" 2>&1 &
+            ;;
+        dkim)
+            chown opendkim "$d"
+            [ -z "$sock" ] || chown opendkim "$d/run"
+            # Verify only, no keys. InternalHosts (default 127.0.0.1) would make our loopback
+            # client "internal", i.e. mail to sign rather than to verify: list a documentation
+            # address instead. UMask 0: the socket, in a 0755 directory, must let smtpd in.
+            cat >"$d/opendkim.conf" <<EOF
 # written by benches/postfix-e2e.sh
 Mode                    v
-Socket                  inet:$DKIM_PORT@127.0.0.1
+Socket                  ${port:+inet:$port@127.0.0.1}${sock:+local:$sock}
+UMask                   0000
 UserID                  opendkim
-PidFile                 $T/opendkim/opendkim.pid
+PidFile                 $d/opendkim.pid
 Syslog                  no
 InternalHosts           192.0.2.1
 AuthservID              rig.localdomain
 AlwaysAddARHeader       $([ "$OPENDKIM_AR" = 1 ] && echo yes || echo no)
 SoftwareHeader          no
 EOF
-    opendkim -f -x "$T/opendkim/opendkim.conf" </dev/null >"$T/opendkim/opendkim.log" 2>&1 &
-    PIDS[opendkim]=$!
-fi
-has_config b && wait_milter helpdesk-tcp "$T/helpdesk-tcp/daemon.log" tcp_listening "$HM_TCP_PORT"
-has_config c && wait_milter helpdesk-unix "$T/helpdesk-unix/daemon.log" unix_listening "$HM_SOCKET"
-has_config d && wait_milter opendkim "$T/opendkim/opendkim.log" tcp_listening "$DKIM_PORT"
+            PROCLOG[$c]=$d/opendkim.log
+            opendkim -f -x "$d/opendkim.conf" </dev/null >"$d/opendkim.log" 2>&1 &
+            ;;
+    esac
+    PIDS[$name]=$!
+    CPU_PID[$c]=$!
+    if [ -n "$port" ]; then MILTER[$c]="inet:127.0.0.1:$port" READY[$c]="tcp_listening $port"
+    else MILTER[$c]="unix:$sock" READY[$c]="unix_listening $sock"; fi
+}
 
-declare -A PROC=([a]="" [b]=helpdesk-tcp [c]=helpdesk-unix [d]=opendkim)
-declare -A PROCLOG=(
-    [helpdesk-tcp]=$T/helpdesk-tcp/daemon.log
-    [helpdesk-unix]=$T/helpdesk-unix/daemon.log
-    [opendkim]=$T/opendkim/opendkim.log
-)
-declare -A MILTER=(
-    [a]=""
-    [b]="inet:127.0.0.1:$HM_TCP_PORT"
-    [c]="unix:$HM_SOCKET"
-    [d]="inet:127.0.0.1:$DKIM_PORT"
-)
+wait_milter() {   # wait_milter CONFIG
+    local c=$1 i
+    for ((i = 0; i < 400; i++)); do
+        ${READY[$c]} && return 0
+        kill -0 "${CPU_PID[$c]}" 2>/dev/null || { cat "${PROCLOG[$c]}" >&2; die "$c exited at start (log above)"; }
+        sleep 0.05
+    done
+    cat "${PROCLOG[$c]}" >&2
+    die "$c not ready after 20 s (log above)"
+}
+
+MILTER[none]=""
+for c in "${CONFIG_LIST[@]}"; do [ "${MKIND[$c]}" = none ] || start_milter "$c"; done
+for c in "${CONFIG_LIST[@]}"; do [ "${MKIND[$c]}" = none ] || wait_milter "$c"; done
 
 # ---------------------------------------------------------------------------------------------
-# Postfix: smtpd on SMTPD_PORT, everything relayed to relayhost (first the dumping sink for the
-# smoke check, then the counting sink). No chroot, no syslog, nothing local.
+# Postfix: the rig of tests/rig/ (smtpd on SMTPD_PORT, everything relayed to the sink; no chroot,
+# no syslog, nothing local), first relaying to the dumping sink for the smoke check.
 
-cat >"$ETC/main.cf" <<EOF
-# written by benches/postfix-e2e.sh
-compatibility_level = 3.6
-queue_directory = $T/postfix/spool
-data_directory = $T/postfix/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $MAILLOG
-maillog_file_prefixes = $T
-myhostname = rig.localdomain
-mydomain = localdomain
-myorigin = \$myhostname
-mydestination =
-relay_domains =
-local_recipient_maps =
-local_transport = error:local delivery disabled
-alias_maps =
-alias_database =
-biff = no
-append_dot_mydomain = no
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
-relayhost = [127.0.0.1]:$DUMP_SINK_PORT
-smtp_dns_support_level = disabled
-smtp_tls_security_level = none
-smtpd_tls_security_level = none
-smtpd_milters =
-non_smtpd_milters =
-milter_default_action = tempfail
-milter_protocol = 6
-EOF
-cat >"$ETC/master.cf" <<EOF
-# written by benches/postfix-e2e.sh; chroot "n" everywhere
-127.0.0.1:$SMTPD_PORT inet n - n - - smtpd
-pickup     unix  n       -       n       60      1       pickup
-cleanup    unix  n       -       n       -       0       cleanup
-qmgr       unix  n       -       n       300     1       qmgr
-rewrite    unix  -       -       n       -       -       trivial-rewrite
-bounce     unix  -       -       n       -       0       bounce
-defer      unix  -       -       n       -       0       bounce
-trace      unix  -       -       n       -       0       bounce
-verify     unix  -       -       n       -       1       verify
-flush      unix  n       -       n       1000?   0       flush
-proxymap   unix  -       -       n       -       -       proxymap
-smtp       unix  -       -       n       -       -       smtp
-relay      unix  -       -       n       -       -       smtp
-showq      unix  n       -       n       -       -       showq
-error      unix  -       -       n       -       -       error
-retry      unix  -       -       n       -       -       error
-discard    unix  -       -       n       -       -       discard
-anvil      unix  -       -       n       -       1       anvil
-scache     unix  -       -       n       -       1       scache
-postlog    unix-dgram n  -       n       -       1       postlogd
-EOF
+render_rig() {   # render_rig TEMPLATE OUT: the placeholders replaced; one left over is an error
+    sed -e "s|{{RIG_DIR}}|$RIG|g" -e "s|{{SMTPD_PORT}}|$SMTPD_PORT|g" \
+        -e "s|{{REINJECT_PORT}}|$REINJECT_PORT|g" -e "s|{{SINK_PORT}}|$DUMP_SINK_PORT|g" "$1" >"$2" \
+        || die "cannot render $1"
+    if grep -n '{{' "$2" >&2; then die "unknown placeholder in $1 (line above)"; fi
+}
+render_rig "$REPO/tests/rig/main.cf" "$ETC/main.cf"
+render_rig "$REPO/tests/rig/master.cf" "$ETC/master.cf"
 backdate "$ETC/main.cf" "$ETC/master.cf"
 pf check   # runs post-install: creates the queue directories with their owners
 PF_STARTED=1
@@ -511,16 +571,20 @@ wait_until 20 smtpd tcp_listening "$SMTPD_PORT" || { maillog_tail 20; die "smtpd
 cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') || cpu=unknown
 pf_version=$(postconf -c "$ETC" -h mail_version 2>/dev/null || echo unknown)
 dkim_version=-
-has_config d && dkim_version=$(opendkim -V 2>&1 | head -1 | sed 's/^opendkim: //')
+has_mkind dkim && dkim_version=$(opendkim -V 2>&1 | head -1 | sed 's/^opendkim: //')
+py_version=-
+has_py && py_version="pymilter $(dpkg-query -W -f='${Version}' python3-milter 2>/dev/null || echo '?'), $("$PYTHON" -V 2>&1)"
 hm_version=-
 [ -n "$HELPDESK_MILTER_BIN" ] && hm_version=$("$HELPDESK_MILTER_BIN" --version 2>&1 | head -1)
 git_rev=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo "not a git checkout")
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== helpdesk-milter end-to-end benchmark (benches/postfix-e2e.sh)"
 echo "date      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "machine   $(nproc) CPU(s), $cpu; kernel $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "software  Postfix $pf_version; $dkim_version; $hm_version ($git_rev)"
-echo "workload  N=$N msgs x ${SESSIONS} sessions and ${LAT_N} msgs x 1 session, ${SIZE}-byte bodies," \
-    "$SENDER -> $HELPDESK; $ROUNDS round(s) of: ${CONFIG_LIST[*]}; warm-up $WARMUP msgs per switch"
+echo "machine   $(nproc) CPU(s), $cpu; kernel $(uname -r); load average $load"
+echo "software  Postfix $pf_version; $dkim_version; $py_version; $hm_version ($git_rev)"
+echo "workload  N=$N msgs x ${SESSIONS} sessions per kind (${KIND_LIST[*]}; mix: 1 in $MIX_EVERY to the Help Desk)," \
+    "${LAT_N} msgs x 1 session (${LAT_KIND_LIST[*]:-no latency run}), ${SIZE}-byte bodies; $ROUNDS round(s) of:" \
+    "${CONFIG_LIST[*]}; warm-up $WARMUP msgs per switch"
 echo "temp dir  $T"
 if [ -n "$RESULTS" ]; then
     {
@@ -528,12 +592,17 @@ if [ -n "$RESULTS" ]; then
         printf 'machine\tnproc\t%s\n' "$(nproc)"
         printf 'machine\tcpu\t%s\n' "$cpu"
         printf 'machine\tkernel\t%s\n' "$(uname -r)"
+        printf 'machine\tload_at_start\t%s\n' "$load"
         printf 'machine\tpostfix\t%s\n' "$pf_version"
         printf 'machine\topendkim\t%s\n' "$dkim_version"
+        printf 'machine\tpymilter\t%s\n' "$py_version"
         printf 'machine\thelpdesk_milter\t%s (%s)\n' "$hm_version" "$git_rev"
         printf 'params\tN\t%s\nparams\tsessions\t%s\nparams\tlat_n\t%s\nparams\tsize\t%s\nparams\trounds\t%s\n' \
             "$N" "$SESSIONS" "$LAT_N" "$SIZE" "$ROUNDS"
+        printf 'params\tkinds\t%s\nparams\tlat_kinds\t%s\nparams\tmix_every\t%s\nparams\tconfigs\t%s\n' \
+            "${KIND_LIST[*]}" "${LAT_KIND_LIST[*]}" "$MIX_EVERY" "${CONFIG_LIST[*]}"
         for c in "${CONFIG_LIST[@]}"; do printf '%s\tlabel\t%s\n' "$c" "${LABEL[$c]}"; done
+        for v in "${!VARIANT[@]}"; do printf 'variant\t%s\t%s\n' "$v" "${VARIANT[$v]}"; done
     } >>"$RESULTS"
 fi
 
@@ -541,21 +610,40 @@ fi
 # One batch: smtp-source, then wait for the sink. Sets B_* globals.
 
 FAILED_RUNS=0
-send() {   # send SESSIONS COUNT [smtp-source options...]: returns smtp-source's status
-    local s=$1 m=$2
-    shift 2
+send() {   # send SESSIONS COUNT RCPT [smtp-source options...]: returns smtp-source's status
+    local s=$1 m=$2 to=$3
+    shift 3
     # -A: do not abort the whole run on one 4xx; the failure is counted below instead.
-    smtp-source -A -s "$s" -m "$m" -l "$SIZE" -f "$SENDER" -t "$HELPDESK" "$@" \
+    smtp-source -A -s "$s" -m "$m" -l "$SIZE" -f "$SENDER" -t "$to" "$@" \
         "127.0.0.1:$SMTPD_PORT" </dev/null >>"$T/log/smtp-source.err" 2>&1
 }
 
-batch() {   # batch WHAT SESSIONS COUNT
-    local what=$1 s=$2 m=$3 off c0 c last_c last_t t0 t1 t2 rc=0 errs0 win problems=""
+traffic() {   # traffic KIND SESSIONS COUNT [smtp-source options...]
+    local kind=$1 s=$2 m=$3 hs hm rc=0 pid
+    shift 3
+    case $kind in
+        helpdesk) send "$s" "$m" "$HELPDESK" "$@" ;;
+        other) send "$s" "$m" "$OTHER" "$@" ;;
+        mix)
+            # Messages and sessions split alike, so that both parts end at about the same time.
+            hm=$(((m + MIX_EVERY / 2) / MIX_EVERY)); [ "$hm" -ge 1 ] || hm=1
+            hs=$(((s + MIX_EVERY / 2) / MIX_EVERY)); [ "$hs" -ge 1 ] || hs=1
+            send "$hs" "$hm" "$HELPDESK" "$@" &
+            pid=$!
+            send $((s - hs)) $((m - hm)) "$OTHER" "$@" || rc=$?
+            wait "$pid" || rc=$?
+            return "$rc"
+            ;;
+    esac
+}
+
+batch() {   # batch WHAT KIND SESSIONS COUNT
+    local what=$1 kind=$2 s=$3 m=$4 off c0 c last_c last_t t0 t1 t2 rc=0 errs0 win problems=""
     off=$(stat -c %s "$MAILLOG")
     errs0=$(wc -l <"$T/log/smtp-source.err")
     c0=$(sink_count "$T/log/sink.out")
     t0=$(now)
-    send "$s" "$m" || rc=$?
+    traffic "$kind" "$s" "$m" || rc=$?
     t1=$(now)
     # The sink is read only now: no polling while smtp-source runs.
     last_c=-1 last_t=$SECONDS
@@ -603,14 +691,15 @@ batch() {   # batch WHAT SESSIONS COUNT
 }
 
 # ---------------------------------------------------------------------------------------------
-# Smoke check: one message per configuration through the dumping sink; the milters must have done
-# their work (helpdesk-milter: X-HelpDesk-Class: support; OpenDKIM: Authentication-Results).
+# Smoke check: per configuration, one message of each kind through the dumping sink; the milters
+# must have done their work on it (helpdesk-milter: X-HelpDesk-Class: support on Help Desk mail,
+# no X-HelpDesk- header on other mail; pymilter: X-Bench-Pymilter; OpenDKIM:
+# Authentication-Results).
 
-smoke() {   # smoke CONFIG
-    local cfg=$1 subject="postfix-e2e smoke $1 $RANDOM$RANDOM" f c0 i
-    pf_set "smtpd_milters = ${MILTER[$cfg]}"
+smoke_one() {   # smoke_one CONFIG KIND: the path of the delivered message's dump file
+    local cfg=$1 kind=$2 subject="postfix-e2e smoke $1 $2 $RANDOM$RANDOM" f c0 i
     c0=$(sink_count "$T/log/dump-sink.out")
-    send 1 1 -S "$subject" || true
+    traffic "$kind" 1 1 -S "$subject" || true
     for ((i = 0; i < 400; i++)); do
         [ "$(sink_count "$T/log/dump-sink.out")" -gt "$c0" ] && break
         sleep 0.05
@@ -620,29 +709,52 @@ smoke() {   # smoke CONFIG
     if [ -z "$f" ]; then
         tail -n 5 "$T/log/smtp-source.err" >&2 || true
         maillog_tail 15
-        die "smoke check ($cfg, ${LABEL[$cfg]}): the message did not reach the sink"
+        die "smoke check ($cfg, ${LABEL[$cfg]}, $kind mail): the message did not reach the sink"
     fi
-    case $cfg in
-        b | c)
-            grep -qi '^X-HelpDesk-Class: support' "$f" || {
-                sed 's/^/    /' "$f" | head -40 >&2
-                die "smoke check ($cfg, ${LABEL[$cfg]}): no 'X-HelpDesk-Class: support' in the delivered message (above): the benchmark would not measure the triage"
-            }
-            echo "smoke     $cfg ${LABEL[$cfg]}: $(grep -i '^X-HelpDesk-' "$f" | tr -d '\r' | paste -sd ';' | sed 's/;/; /g')"
+    echo "$f"
+}
+
+smoke_fail() {   # smoke_fail CONFIG FILE WHY
+    sed 's/^/    /' "$2" | head -40 >&2
+    die "smoke check ($1, ${LABEL[$1]}): $3 (message above)"
+}
+
+header_line() {   # header_line FILE NAME-REGEX: the matching header fields, unfolded, "; "-joined
+    tr -d '\r' <"$1" | awk -v re="$2" '
+        /^$/ { exit }
+        tolower($0) ~ "^(" re "):" { if (p) printf "; "; p = 1; printf "%s", $0; f = 1; next }
+        f && /^[ \t]/ { sub(/^[ \t]+/, " "); printf "%s", $0; next }
+        { f = 0 }'
+}
+
+smoke() {   # smoke CONFIG
+    local cfg=$1 fh fo
+    pf_set "smtpd_milters = ${MILTER[$cfg]}"
+    fh=$(smoke_one "$cfg" helpdesk)
+    fo=$(smoke_one "$cfg" other)
+    case ${MKIND[$cfg]} in
+        hm)
+            grep -qi '^X-HelpDesk-Class: support' "$fh" \
+                || smoke_fail "$cfg" "$fh" "no 'X-HelpDesk-Class: support' on Help Desk mail: the benchmark would not measure the triage"
+            ! grep -qi '^X-HelpDesk-' "$fo" || smoke_fail "$cfg" "$fo" "an X-HelpDesk- header on mail not for the Help Desk"
+            echo "smoke     $cfg: helpdesk: $(header_line "$fh" 'x-helpdesk-[a-z-]*'); other: untouched"
             ;;
-        d)
+        py | pyread)
+            for f in "$fh" "$fo"; do
+                grep -qi '^X-Bench-Pymilter: seen' "$f" || smoke_fail "$cfg" "$f" "no X-Bench-Pymilter header"
+            done
+            echo "smoke     $cfg: $(header_line "$fh" 'x-bench-pymilter') (both kinds); $(grep -m1 '^negotiated' "${PROCLOG[$cfg]}" || echo 'negotiation not logged')"
+            ;;
+        dkim)
             if [ "$OPENDKIM_AR" = 1 ]; then
-                grep -qi '^Authentication-Results: rig.localdomain' "$f" || {
-                    sed 's/^/    /' "$f" | head -40 >&2
-                    die "smoke check (d, OpenDKIM): no Authentication-Results header in the delivered message (above)"
-                }
+                for f in "$fh" "$fo"; do
+                    grep -qi '^Authentication-Results: rig.localdomain' "$f" \
+                        || smoke_fail "$cfg" "$f" "no Authentication-Results header"
+                done
             fi
-            echo "smoke     d ${LABEL[d]}: $(tr -d '\r' <"$f" | awk '
-                tolower($0) ~ /^authentication-results:/ { p = 1; printf "%s", $0; next }
-                p && /^[ \t]/ { sub(/^[ \t]+/, " "); printf "%s", $0; next }
-                { p = 0 }')"
+            echo "smoke     $cfg: $(header_line "$fh" 'authentication-results') (both kinds)"
             ;;
-        a) echo "smoke     a ${LABEL[a]}: delivered" ;;
+        none) echo "smoke     $cfg: delivered (both kinds)" ;;
     esac
 }
 for cfg in "${CONFIG_LIST[@]}"; do smoke "$cfg"; done
@@ -653,42 +765,47 @@ echo
 # ---------------------------------------------------------------------------------------------
 # The rounds.
 
-RAW=$T/raw.tsv   # round, config, metric, value
+RAW=$T/raw.tsv   # round, config, kind, metric, value
 : >"$RAW"
 t_start=$SECONDS
 for ((r = 1; r <= ROUNDS; r++)); do
     for cfg in "${CONFIG_LIST[@]}"; do
-        proc=${PROC[$cfg]}
-        if [ -n "$proc" ] && ! kill -0 "${PIDS[$proc]:-0}" 2>/dev/null; then
-            echo "!!!!!!!! $proc (milter of $cfg, ${LABEL[$cfg]}) is not running any more; its log ends with:" >&2
-            tail -n 5 "${PROCLOG[$proc]}" | sed 's/^/    /' >&2
+        mpid=${CPU_PID[$cfg]:-}
+        if [ -n "$mpid" ] && ! kill -0 "$mpid" 2>/dev/null; then
+            echo "!!!!!!!! the milter of $cfg (${LABEL[$cfg]}) is not running any more; its log ends with:" >&2
+            tail -n 5 "${PROCLOG[$cfg]}" | sed 's/^/    /' >&2
         fi
         pf_set "smtpd_milters = ${MILTER[$cfg]}"
         sleep "$SETTLE"
         if [ "$WARMUP" -gt 0 ]; then
-            batch "round $r $cfg warm-up" "$SESSIONS" "$WARMUP"
+            batch "round $r $cfg warm-up" "${KIND_LIST[0]}" "$SESSIONS" "$WARMUP"
             [ -z "$B_PROBLEMS" ] || say "warm-up of $cfg (${LABEL[$cfg]}) failed: the runs below will likely fail too"
         fi
-        mpid=""
-        [ -z "$proc" ] || mpid=${PIDS[$proc]:-}
-        cpu0=0; [ -n "$mpid" ] && cpu0=$(cpu_ticks "$mpid")
-        batch "round $r $cfg ${LABEL[$cfg]}: $SESSIONS sessions x $N" "$SESSIONS" "$N"
-        cpu="-"
-        [ -n "$mpid" ] && cpu=$(awk -v t=$(($(cpu_ticks "$mpid") - cpu0)) -v hz="$CLK_TCK" -v n="$N" \
-            'BEGIN { printf "%.0f", t * 1e6 / hz / n }')
-        ingest=$(awk -v n="$N" -v s="$B_INGEST_S" 'BEGIN { printf "%.1f", n / s }')
-        e2e=$(awk -v n="$N" -v s="$B_E2E_S" 'BEGIN { printf "%.1f", n / s }')
-        tp_problems=$B_PROBLEMS tp_delivered=$B_DELIVERED
-        batch "round $r $cfg ${LABEL[$cfg]}: 1 session x $LAT_N" 1 "$LAT_N"
-        lat=$(awk -v n="$LAT_N" -v s="$B_INGEST_S" 'BEGIN { printf "%.3f", s * 1000 / n }')
-        fails=$(( (N - tp_delivered) + (LAT_N - B_DELIVERED) ))
-        [ "$fails" -ge 0 ] || fails=0
-        flag=""
-        [ -z "$tp_problems$B_PROBLEMS" ] || flag="  !!! FAILED: ${tp_problems:+throughput: $tp_problems }${B_PROBLEMS:+latency: $B_PROBLEMS}"
-        printf 'round %d  %s %-30s ingest %7.1f msg/s  e2e %7.1f msg/s  latency %7.3f ms/msg  milter CPU %4s us/msg  (%s/%s + %s/%s delivered)%s\n' \
-            "$r" "$cfg" "${LABEL[$cfg]}" "$ingest" "$e2e" "$lat" "$cpu" "$tp_delivered" "$N" "$B_DELIVERED" "$LAT_N" "$flag"
-        printf '%s\t%s\t%s\t%s\n' "$r" "$cfg" ingest "$ingest" "$r" "$cfg" e2e "$e2e" "$r" "$cfg" lat "$lat" "$r" "$cfg" cpu "$cpu" \
-            "$r" "$cfg" failed "$([ -z "$flag" ] && echo 0 || echo 1)" "$r" "$cfg" lost "$fails" >>"$RAW"
+        for kind in "${KIND_LIST[@]}"; do
+            cpu0=0; [ -n "$mpid" ] && cpu0=$(cpu_ticks "$mpid")
+            batch "round $r $cfg $kind: $SESSIONS sessions x $N" "$kind" "$SESSIONS" "$N"
+            cpu="-"
+            [ -n "$mpid" ] && cpu=$(awk -v t=$(($(cpu_ticks "$mpid") - cpu0)) -v hz="$CLK_TCK" -v n="$N" \
+                'BEGIN { printf "%.0f", t * 1e6 / hz / n }')
+            ingest=$(awk -v n="$N" -v s="$B_INGEST_S" 'BEGIN { printf "%.1f", n / s }')
+            e2e=$(awk -v n="$N" -v s="$B_E2E_S" 'BEGIN { printf "%.1f", n / s }')
+            lost=$((N - B_DELIVERED)); [ "$lost" -ge 0 ] || lost=0
+            printf 'round %d  %-28s %-8s  ingest %7.1f msg/s  e2e %7.1f msg/s  milter CPU %5s us/msg  (%s/%s delivered)%s\n' \
+                "$r" "$cfg" "$kind" "$ingest" "$e2e" "$cpu" "$B_DELIVERED" "$N" "${B_PROBLEMS:+  !!! FAILED: $B_PROBLEMS}"
+            printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$cfg" "$kind" ingest "$ingest" "$r" "$cfg" "$kind" e2e "$e2e" \
+                "$r" "$cfg" "$kind" cpu "$cpu" "$r" "$cfg" "$kind" failed "$([ -z "$B_PROBLEMS" ] && echo 0 || echo 1)" \
+                "$r" "$cfg" "$kind" lost "$lost" >>"$RAW"
+        done
+        for kind in "${LAT_KIND_LIST[@]}"; do
+            batch "round $r $cfg $kind: 1 session x $LAT_N" "$kind" 1 "$LAT_N"
+            lat=$(awk -v n="$LAT_N" -v s="$B_INGEST_S" 'BEGIN { printf "%.3f", s * 1000 / n }')
+            lost=$((LAT_N - B_DELIVERED)); [ "$lost" -ge 0 ] || lost=0
+            printf 'round %d  %-28s %-8s  latency %7.3f ms/msg, 1 session  (%s/%s delivered)%s\n' \
+                "$r" "$cfg" "$kind" "$lat" "$B_DELIVERED" "$LAT_N" "${B_PROBLEMS:+  !!! FAILED: $B_PROBLEMS}"
+            printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$cfg" "$kind" lat "$lat" \
+                "$r" "$cfg" "$kind" lat_failed "$([ -z "$B_PROBLEMS" ] && echo 0 || echo 1)" \
+                "$r" "$cfg" "$kind" lat_lost "$lost" >>"$RAW"
+        done
     done
 done
 elapsed=$((SECONDS - t_start))
@@ -698,74 +815,20 @@ elapsed=$((SECONDS - t_start))
 
 replies=$(sink_count "$T/log/reply-sink.out")
 echo
-awk -F'\t' -v order="${CONFIG_LIST[*]}" -v results="$RESULTS" -v n="$N" -v s="$SESSIONS" \
-    -v latn="$LAT_N" -v la="${LABEL[a]}" -v lb="${LABEL[b]}" -v lc="${LABEL[c]}" -v ld="${LABEL[d]}" '
-function median(list,   a, k, i, j, t) {
-    k = split(list, a, " ")
-    for (i = 2; i <= k; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    if (k == 0) return ""
-    return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-}
-function out(cfg, metric, value) { if (results != "") printf "%s\t%s\t%s\n", cfg, metric, value >> results }
-{ v[$1, $2, $3] = $4; if (!($1 in seen)) { seen[$1] = 1; rounds[++nr] = $1 } }
-END {
-    label["a"] = la; label["b"] = lb; label["c"] = lc; label["d"] = ld
-    nc = split(order, cfgs, " ")
-    printf "Medians over %d round(s): %d msgs x %d sessions (ingest, end-to-end), %d msgs x 1 session (latency)\n", nr, n, s, latn
-    printf "%-3s %-30s %12s %12s %12s %14s %8s\n", "", "config", "ingest msg/s", "e2e msg/s", "ms/msg (s=1)", "milter us/msg", "failed"
-    for (i = 1; i <= nc; i++) {
-        c = cfgs[i]; li = le = ll = lc = ""; nf = 0; lost = 0
-        for (j = 1; j <= nr; j++) {
-            r = rounds[j]
-            li = li " " v[r, c, "ingest"]; le = le " " v[r, c, "e2e"]; ll = ll " " v[r, c, "lat"]
-            if (v[r, c, "cpu"] != "-") lc = lc " " v[r, c, "cpu"]
-            nf += v[r, c, "failed"]; lost += v[r, c, "lost"]
-            out(c, "round" r "_ingest_msg_s", v[r, c, "ingest"]); out(c, "round" r "_e2e_msg_s", v[r, c, "e2e"])
-            out(c, "round" r "_latency_ms", v[r, c, "lat"])
-        }
-        mi[c] = median(li); me[c] = median(le); ml[c] = median(ll); mc = median(lc)
-        failed[c] = nf
-        printf "%-3s %-30s %12.1f %12.1f %12.3f %14s %8s\n", c, label[c], mi[c], me[c], ml[c], mc == "" ? "-" : sprintf("%.0f", mc), nf ? nf " run(s)!" : "0"
-        if (mc != "") out(c, "milter_cpu_us_per_msg", sprintf("%.0f", mc))
-        out(c, "ingest_msg_s", sprintf("%.1f", mi[c])); out(c, "e2e_msg_s", sprintf("%.1f", me[c]))
-        out(c, "latency_ms", sprintf("%.3f", ml[c])); out(c, "failed_runs", nf); out(c, "lost_messages", lost)
-    }
-    has_a = 0
-    for (i = 1; i <= nc; i++) if (cfgs[i] == "a") has_a = 1
-    if (!has_a) exit
-    printf "\nVersus (a) no milter, same round (median of per-round ratios / differences):\n"
-    printf "%-3s %-30s %12s %12s %14s\n", "", "config", "ingest ratio", "e2e ratio", "added ms/msg"
-    for (i = 1; i <= nc; i++) {
-        c = cfgs[i]; if (c == "a") continue
-        ri = re = dl = ""
-        for (j = 1; j <= nr; j++) {
-            r = rounds[j]
-            ri = ri " " v[r, c, "ingest"] / v[r, "a", "ingest"]
-            re = re " " v[r, c, "e2e"] / v[r, "a", "e2e"]
-            dl = dl " " v[r, c, "lat"] - v[r, "a", "lat"]
-        }
-        qi[c] = median(ri); qe[c] = median(re); ql[c] = median(dl)
-        printf "%-3s %-30s %12.3f %12.3f %14.3f\n", c, label[c], qi[c], qe[c], ql[c]
-        out(c, "ingest_ratio_to_a", sprintf("%.3f", qi[c])); out(c, "e2e_ratio_to_a", sprintf("%.3f", qe[c]))
-        out(c, "latency_added_ms", sprintf("%.3f", ql[c]))
-    }
-    for (i = 1; i <= nc; i++) {
-        c = cfgs[i]; if (c != "b" && c != "c") continue
-        if (failed[c] || failed["a"] || (("d" in qe) && failed["d"])) {
-            printf "NOTE: failed runs above: the comparisons of %s are not meaningful\n", label[c]; continue
-        }
-        if (qe[c] < 0.9 || qi[c] < 0.9)
-            printf "NOTE: %s is more than 10%% below no milter (ingest x%.3f, e2e x%.3f)\n", label[c], qi[c], qe[c]
-        if (("d" in qe) && (qe[c] < qe["d"] || qi[c] < qi["d"]))
-            printf "NOTE: %s is slower than OpenDKIM (e2e x%.3f vs x%.3f, ingest x%.3f vs x%.3f)\n", label[c], qe[c], qe["d"], qi[c], qi["d"]
-    }
-}' "$RAW"
+"$PYTHON" "$REPO/benches/postfix-e2e-report.py" --raw "$RAW" --configs "${CONFIG_LIST[*]}" \
+    --kinds "${KIND_LIST[*]}" --lat-kinds "${LAT_KIND_LIST[*]}" --py-ref "$PY_REF" \
+    --n "$N" --sessions "$SESSIONS" --lat-n "$LAT_N" --mix-every "$MIX_EVERY" \
+    ${RESULTS:+--results "$RESULTS"} || die "the report failed (raw figures in $RAW; -k keeps them)"
 echo
-echo "auto-replies received by the reply sink: $replies (one per daemon expected: one sender, interval 7d)"
-echo "measured in ${elapsed} s; failed runs: $FAILED_RUNS"
+n_hm=0   # the daemons whose variant leaves the auto-replies on
+for c in "${CONFIG_LIST[@]}"; do
+    [ "${MKIND[$c]}" = hm ] && ! [[ ${VARIANT[${VAR[$c]}]} =~ autoreply\.enabled\ *=\ *false ]] && n_hm=$((n_hm + 1))
+done
+echo "auto-replies received by the reply sink: $replies (one per daemon with replies on expected: $n_hm; one sender, interval 7d)"
+echo "measured in ${elapsed} s (load average now $(cut -d' ' -f1-3 /proc/loadavg)); failed runs: $FAILED_RUNS"
 if [ -n "$RESULTS" ]; then
-    printf 'summary\tfailed_runs\t%s\nsummary\tseconds\t%s\nsummary\tauto_replies\t%s\n' \
-        "$FAILED_RUNS" "$elapsed" "$replies" >>"$RESULTS"
+    printf 'summary\tfailed_runs\t%s\nsummary\tseconds\t%s\nsummary\tauto_replies\t%s\nmachine\tload_at_end\t%s\n' \
+        "$FAILED_RUNS" "$elapsed" "$replies" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
     echo "results written to $RESULTS"
 fi
 if [ "$FAILED_RUNS" -gt 0 ]; then
