@@ -1,198 +1,61 @@
-//! The statistics store: how many messages of each kind arrived on each day, and nothing that
-//! identifies whoever wrote them.
+//! Counting what arrives: the milter hands each triaged message to [`record`] over a channel,
+//! and [`record`] writes the counts to the store in batches, at most a second after the first
+//! message of a batch, off the milter's path.
 //!
-//! A row is (day received, class, topics, encryption, auto-reply decision) with a count; there is
-//! no address, Subject, Message-ID or report ID to store. The milter hands each triaged message to
-//! a background task ([`record`]) over a channel; the task adds the counts up in memory and writes
-//! them in one transaction, so the milter's path never touches the disk.
-//!
-//! The rows live in their own redb file, `stats.redb`, which the daemon opens only while it writes
-//! (a few milliseconds). `helpdesk-milter stats` can then open it read-only while the daemon runs;
-//! redb allows one process at a time to write, so whichever comes second waits and tries again.
-//! The answered-senders store (`state.redb`) stays locked by the daemon and is never read here.
+//! A row is (day received, class, topics, encryption, auto-reply decision) with a count. The
+//! writer of a message is counted too, as one person per ISO week: its canonical sender (or, for
+//! a WhisperBack report, its report ID) travels in memory to the writer task, which stores only
+//! its keyed hash under the week's own random key (`store::sqlite`); once the week is over, those
+//! hashes become counts and the key is deleted. WhisperBack report IDs and the day of each are
+//! kept for the retention: they are random, name no one, and the GitLab issues cite them.
 
-use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
-use std::collections::HashMap;
+use crate::calendar::Week;
+pub use crate::store::Row;
+use crate::store::sqlite::Embedded;
+use crate::store::{Batch, Writer};
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-/// (day received, in days since 1970-01-01 UTC; class; topic ids joined by ','; "yes"/"no"
-/// encrypted; the X-HelpDesk-Autoreply value) to the number of messages.
-const MESSAGES: TableDefinition<(u32, &str, &str, &str, &str), u64> =
-    TableDefinition::new("messages_per_day");
-pub const STATS_FILE: &str = "stats.redb";
 const DAY: u64 = 86400;
-/// A small cache: the file is opened for one transaction at a time.
-const CACHE_BYTES: usize = 4 << 20;
+/// A message waits at most this long before its counts are written.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// At most this many distinct rows of counts wait in memory while the store cannot be written;
+/// past that, new ones are dropped (and said so), not the mail.
+const MAX_PENDING_ROWS: usize = 100_000;
 
-/// One triaged message, as counted.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Row {
-    /// Days since 1970-01-01, UTC, of the moment the daemon received the message.
-    pub day: u32,
-    pub class: String,
-    /// Topic ids of the reply file, sorted.
-    pub topics: Vec<String>,
-    pub encrypted: bool,
-    /// `queued`, `suppressed (REASON)`, or empty when no decision was taken.
-    pub decision: String,
+/// What the milter hands over for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub row: Row,
+    /// Who wrote it (None: nobody to count, such as a bounce with the null sender).
+    pub writer: Option<Writer>,
+    /// The ID of a WhisperBack report, recorded with its day.
+    pub report: Option<String>,
 }
 
-impl Row {
-    /// The row for a message received at `unix_time` (seconds).
-    pub fn new(unix_time: u64, class: &str, topics: &[String], encrypted: bool, decision: &str) -> Row {
-        let mut topics = topics.to_vec();
-        topics.sort();
-        topics.dedup();
-        Row {
-            day: u32::try_from(unix_time / DAY).unwrap_or(u32::MAX),
-            class: class.to_string(),
-            topics,
-            encrypted,
-            decision: decision.to_string(),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct CountError(pub String);
-
-impl std::fmt::Display for CountError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CountError {}
-
-/// Whether the failure is only the other process holding the file (try again shortly).
-fn is_busy(e: &redb::DatabaseError) -> bool {
-    matches!(e, redb::DatabaseError::DatabaseAlreadyOpen)
-}
-
-/// The statistics file in a state directory.
-#[derive(Debug, Clone)]
-pub struct CountStore {
-    path: PathBuf,
-}
-
-impl CountStore {
-    pub fn new(state_dir: &Path) -> CountStore {
-        CountStore { path: state_dir.join(STATS_FILE) }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Adds `counts` to the store and removes the days before `first_day_kept`, in one
-    /// transaction; the file is closed again before this returns. On error nothing is written.
-    pub fn add(&self, counts: &HashMap<Row, u64>, first_day_kept: u32) -> Result<Added, CountError> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            CountError(format!("{what} {}: {e}", self.path.display()))
-        };
-        let db = match redb::Builder::new().set_cache_size(CACHE_BYTES).create(&self.path) {
-            Ok(db) => db,
-            Err(e) if is_busy(&e) => return Err(CountError(BUSY.into())),
-            Err(e) => return Err(fail("cannot open the statistics", &e)),
-        };
-        let write = |db: &Database| -> Result<usize, redb::Error> {
-            let tx = db.begin_write()?;
-            let mut purged = 0;
-            {
-                let mut table = tx.open_table(MESSAGES)?;
-                for (row, n) in counts {
-                    let topics = row.topics.join(",");
-                    let key = (
-                        row.day,
-                        row.class.as_str(),
-                        topics.as_str(),
-                        yes_no(row.encrypted),
-                        row.decision.as_str(),
-                    );
-                    let old = table.get(key)?.map_or(0, |v| v.value());
-                    table.insert(key, old.saturating_add(*n))?;
-                }
-                // Rows are ordered by day: look at the oldest before scanning them all.
-                if table.first()?.is_some_and(|(k, _)| k.value().0 < first_day_kept) {
-                    table.retain(|(day, ..), _| {
-                        let keep = day >= first_day_kept;
-                        purged += usize::from(!keep);
-                        keep
-                    })?;
-                }
-            }
-            tx.commit()?;
-            Ok(purged)
-        };
-        let purged = write(&db).map_err(|e| fail("cannot write the statistics", &e))?;
-        Ok(Added { purged })
-    }
-
-    /// Every row, read from a read-only open that works while the daemon runs: if the daemon is
-    /// writing at that moment, waits up to `patience` for it to finish. A store that does not
-    /// exist yet holds no rows.
-    pub fn read(&self, patience: Duration) -> Result<Vec<(Row, u64)>, CountError> {
-        if !self.path.exists() {
-            return Ok(Vec::new());
-        }
-        let t0 = Instant::now();
-        let db = loop {
-            match ReadOnlyDatabase::open(&self.path) {
-                Ok(db) => break db,
-                Err(e) if is_busy(&e) && t0.elapsed() < patience => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) if is_busy(&e) => return Err(CountError(format!("{} {BUSY}", self.path.display()))),
-                Err(e) => {
-                    return Err(CountError(format!(
-                        "cannot read the statistics {}: {e}",
-                        self.path.display()
-                    )));
-                }
-            }
-        };
-        let read = || -> Result<Vec<(Row, u64)>, redb::Error> {
-            let tx = db.begin_read()?;
-            let table = match tx.open_table(MESSAGES) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+impl Counted {
+    /// Adds this message to `batch`: its row, its writer in the week (at all, in its class, and
+    /// about each topic), its report.
+    fn add_to(self, batch: &mut Batch) {
+        if let Some(w) = &self.writer {
+            let week = Week::of_day(self.row.day).label();
+            let mut add = |kind: &str, name: &str| {
+                batch.writers.insert((week.clone(), kind.to_string(), name.to_string(), w.clone()));
             };
-            let mut rows = Vec::new();
-            for entry in table.iter()? {
-                let (k, v) = entry?;
-                let (day, class, topics, encrypted, decision) = k.value();
-                let topics = topics.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect();
-                let row = Row {
-                    day,
-                    class: class.to_string(),
-                    topics,
-                    encrypted: encrypted == "yes",
-                    decision: decision.to_string(),
-                };
-                rows.push((row, v.value()));
+            add("all", "");
+            add("class", &self.row.class);
+            for t in &self.row.topics {
+                add("topic", t);
             }
-            Ok(rows)
-        };
-        read().map_err(|e| CountError(format!("cannot read the statistics {}: {e}", self.path.display())))
+        }
+        if let Some(id) = self.report {
+            batch.reports.entry(id).or_insert(self.row.day);
+        }
+        *batch.messages.entry(self.row).or_default() += 1;
     }
-}
-
-const BUSY: &str = "is in use by another process (the daemon writing, or a long `stats`)";
-
-fn yes_no(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
-}
-
-/// What one write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Added {
-    /// Rows removed because they were older than the retention.
-    pub purged: usize,
 }
 
 /// The first day to keep at `unix_time` under `retention`.
@@ -200,91 +63,95 @@ pub fn first_day_kept(unix_time: u64, retention: Duration) -> u32 {
     u32::try_from(unix_time.saturating_sub(retention.as_secs()) / DAY).unwrap_or(u32::MAX)
 }
 
-/// The rows to count, and the stop request: once it comes, the channel is closed, so that what
-/// was already sent is still received and then nothing more.
+/// The messages to count, and the stop request: once it comes, the channel is closed, so that
+/// what was already sent is still received and then nothing more.
 struct Incoming<'a, F: Future<Output = ()>> {
-    rows: mpsc::UnboundedReceiver<Row>,
+    rx: mpsc::UnboundedReceiver<Counted>,
     stop: std::pin::Pin<&'a mut F>,
     stopped: bool,
 }
 
 impl<F: Future<Output = ()>> Incoming<'_, F> {
-    async fn recv(&mut self) -> Option<Row> {
-        if !self.stopped {
-            tokio::select! {
-                biased;
-                r = self.rows.recv() => return r,
-                () = &mut self.stop => {
-                    self.stopped = true;
-                    self.rows.close();
+    /// The next message, waiting at most `wait` (None: forever); None at the end.
+    async fn next(&mut self, wait: Option<Duration>) -> Next {
+        let recv = async {
+            if !self.stopped {
+                tokio::select! {
+                    biased;
+                    r = self.rx.recv() => return r,
+                    () = &mut self.stop => {
+                        self.stopped = true;
+                        self.rx.close();
+                    }
                 }
             }
+            self.rx.recv().await
+        };
+        match wait {
+            None => recv.await.map_or(Next::End, Next::Message),
+            Some(w) => match tokio::time::timeout(w, recv).await {
+                Ok(r) => r.map_or(Next::End, Next::Message),
+                Err(_) => Next::Timeout,
+            },
         }
-        self.rows.recv().await
     }
 }
 
-/// Counts the rows sent on `rows` and writes them to `store`, batched: whatever arrived while a
-/// write was running goes into the next one. A write that fails (the disk, or `stats` holding
-/// the file) keeps the counts in memory and tries again, waiting longer each time, up to a
-/// minute. Runs until `stop` completes or the channel closes, then writes what is left.
+enum Next {
+    Message(Counted),
+    Timeout,
+    End,
+}
+
+/// Counts what arrives on `rx` and writes it to `store`: every message within [`FLUSH_EVERY`],
+/// in one transaction per batch. A write that fails (the disk) keeps the batch in memory and is
+/// tried again, waiting longer each time up to a minute. Runs until `stop` completes or the
+/// channel closes, then writes what is left.
 pub async fn record(
-    rows: mpsc::UnboundedReceiver<Row>,
-    store: CountStore,
+    rx: mpsc::UnboundedReceiver<Counted>,
+    store: Arc<Embedded>,
     retention: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    let mut rows = Incoming { rows, stop: std::pin::pin!(stop), stopped: false };
-    let mut pending: HashMap<Row, u64> = HashMap::new();
+    let mut incoming = Incoming { rx, stop: std::pin::pin!(stop), stopped: false };
+    let mut pending = Batch::default();
     let mut backoff = Duration::ZERO;
     let mut failing = false;
     let mut open = true;
     while open || !pending.is_empty() {
         if pending.is_empty() {
-            // Quiet for a day: write nothing, but still purge the days past the retention.
-            match tokio::time::timeout(Duration::from_secs(DAY), rows.recv()).await {
-                Ok(Some(r)) => *pending.entry(r).or_default() += 1,
-                Ok(None) => break,
-                Err(_) => {}
-            }
-        } else if !backoff.is_zero() {
-            // Waiting to try again; keep counting meanwhile.
-            let retry = tokio::time::sleep(backoff);
-            tokio::pin!(retry);
-            while open {
-                tokio::select! {
-                    r = rows.recv() => match r {
-                        Some(r) => *pending.entry(r).or_default() += 1,
-                        None => open = false,
-                    },
-                    _ = &mut retry => break,
-                }
+            // Quiet: wait for the next message; once a day, write nothing but still purge what
+            // is past the retention and reduce the weeks that are over.
+            match incoming.next(Some(Duration::from_secs(DAY))).await {
+                Next::Message(m) => m.add_to(&mut pending),
+                Next::Timeout => {}
+                Next::End => break,
             }
         }
-        while let Ok(r) = rows.rows.try_recv() {
-            *pending.entry(r).or_default() += 1;
+        // Gather what else comes within the second (or the back-off after a failure).
+        let deadline = tokio::time::Instant::now() + backoff.max(FLUSH_EVERY);
+        while open && !pending.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match incoming.next(Some(left)).await {
+                Next::Message(m) => m.add_to(&mut pending),
+                Next::Timeout => break,
+                Next::End => open = false,
+            }
         }
-        let (s, batch) = (store.clone(), std::mem::take(&mut pending));
-        let now = crate::clock::unix_now();
-        let done = tokio::task::spawn_blocking(move || {
-            let result = s.add(&batch, first_day_kept(now, retention));
-            (result, batch)
-        })
-        .await;
-        match done {
-            Ok((Ok(added), batch)) => {
-                let n: u64 = batch.values().sum();
-                debug!(messages = n, purged = added.purged, "statistics written");
+        let batch = std::mem::take(&mut pending);
+        match write(&store, batch, retention).await {
+            Ok(()) => {
                 if failing {
                     info!("statistics written again to {}", store.path().display());
                     failing = false;
                 }
                 backoff = Duration::ZERO;
             }
-            Ok((Err(e), batch)) => {
-                for (row, n) in batch {
-                    *pending.entry(row).or_default() += n;
-                }
+            Err((e, batch)) => {
+                keep(&mut pending, batch);
                 if !failing {
                     // Once per outage, not per retry; the counts are kept meanwhile.
                     warn!("statistics not written, kept in memory and retried: {e}");
@@ -292,65 +159,69 @@ pub async fn record(
                 }
                 backoff = (backoff * 2).clamp(Duration::from_millis(200), Duration::from_secs(60));
                 if !open {
-                    // Stopping: a few quick tries for a reader to let go, then give up.
+                    // Stopping: a few quick tries for the disk to come back, then give up.
                     if backoff > Duration::from_secs(2) {
-                        error!(
-                            "statistics of {} messages lost at shutdown: {e}",
-                            pending.values().sum::<u64>()
-                        );
+                        error!("statistics of {} messages lost at shutdown: {e}", pending.message_count());
                         break;
                     }
                     tokio::time::sleep(backoff).await;
                 }
             }
-            Err(e) => error!("statistics writer failed: {e}"),
         }
     }
     debug!("statistics writer stopped");
 }
 
+/// Puts a batch that could not be written back in front of what came since, within the bound.
+fn keep(pending: &mut Batch, mut failed: Batch) {
+    if failed.messages.len() + pending.messages.len() > MAX_PENDING_ROWS {
+        warn!(
+            "statistics kept in memory reached {MAX_PENDING_ROWS} rows: the newest are dropped until the store can be written"
+        );
+        return;
+    }
+    failed.absorb(std::mem::take(pending));
+    *pending = failed;
+}
+
+async fn write(store: &Arc<Embedded>, batch: Batch, retention: Duration) -> Result<(), (String, Batch)> {
+    let now = crate::clock::unix_now();
+    let s = store.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let result = s.add_counts(&batch, now, first_day_kept(now, retention));
+        (result, batch)
+    })
+    .await;
+    match done {
+        Ok((Ok(r), batch)) => {
+            debug!(
+                messages = batch.message_count(),
+                purged = r.purged,
+                reduced = r.reduced,
+                "statistics written"
+            );
+            Ok(())
+        }
+        Ok((Err(e), batch)) => Err((e.to_string(), batch)),
+        Err(e) => {
+            error!("statistics writer failed: {e}");
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite;
 
-    fn row(day: u32, class: &str, topics: &[&str]) -> Row {
+    fn counted(at: u64, class: &str, topics: &[&str], writer: Option<&str>) -> Counted {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        Row::new(u64::from(day) * DAY + 3600, class, &topics, false, "queued")
-    }
-
-    #[test]
-    fn counts_add_up_across_writes_and_old_days_are_purged() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CountStore::new(dir.path());
-        assert!(store.read(Duration::ZERO).unwrap().is_empty(), "no file yet: no rows");
-        let mut batch = HashMap::new();
-        batch.insert(row(100, "support", &["wifi", "bridges"]), 2);
-        batch.insert(row(90, "whisperback", &[]), 1);
-        store.add(&batch, 0).unwrap();
-        store.add(&batch, 0).unwrap();
-        let mut rows = store.read(Duration::ZERO).unwrap();
-        rows.sort();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0], (row(90, "whisperback", &[]), 2));
-        assert_eq!(rows[1].0.topics, vec!["bridges".to_string(), "wifi".to_string()], "sorted");
-        assert_eq!(rows[1].1, 4);
-        let added = store.add(&HashMap::new(), 95).unwrap();
-        assert_eq!(added.purged, 1);
-        assert_eq!(store.read(Duration::ZERO).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_reader_and_the_writer_take_turns() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CountStore::new(dir.path());
-        let batch = HashMap::from([(row(1, "support", &[]), 1)]);
-        store.add(&batch, 0).unwrap();
-        let reader = ReadOnlyDatabase::open(store.path()).unwrap();
-        let e = store.add(&batch, 0).unwrap_err();
-        assert!(e.0.contains("in use"), "{e}");
-        drop(reader);
-        store.add(&batch, 0).unwrap();
-        assert_eq!(store.read(Duration::ZERO).unwrap()[0].1, 2);
+        Counted {
+            row: Row::new(at, class, &topics, false, "queued"),
+            writer: writer.map(|w| Writer::Sender(w.to_string())),
+            report: None,
+        }
     }
 
     #[test]
@@ -360,23 +231,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_recorder_writes_every_row_it_receives_and_waits_out_a_reader() {
+    async fn the_recorder_writes_every_message_within_a_second_and_all_at_the_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CountStore::new(dir.path());
-        store.add(&HashMap::new(), 0).unwrap();
+        let store = Arc::new(Embedded::open(dir.path()).unwrap());
         let (tx, rx) = mpsc::unbounded_channel();
-        let reader = ReadOnlyDatabase::open(store.path()).unwrap();
-        let task =
-            tokio::spawn(record(rx, store.clone(), Duration::from_secs(400 * DAY), std::future::pending()));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(record(rx, store.clone(), Duration::from_secs(400 * DAY), async {
+            let _ = stop_rx.await;
+        }));
         let now = crate::clock::unix_now();
         for _ in 0..5 {
-            tx.send(Row::new(now, "support", &[], false, "queued")).unwrap();
+            tx.send(counted(now, "support", &["wifi"], Some("a@x.org"))).unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        drop(reader);
-        drop(tx);
+        let t0 = std::time::Instant::now();
+        while sqlite::read_counts(dir.path()).unwrap().messages.iter().map(|(_, n)| n).sum::<u64>() < 5 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "not written");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tx.send(counted(now, "support", &[], Some("b@x.org"))).unwrap();
+        stop_tx.send(()).unwrap();
         task.await.unwrap();
-        let rows = store.read(Duration::ZERO).unwrap();
-        assert_eq!(rows.iter().map(|(_, n)| n).sum::<u64>(), 5);
+        let data = sqlite::read_counts(dir.path()).unwrap();
+        assert_eq!(data.messages.iter().map(|(_, n)| n).sum::<u64>(), 6, "the last one too, at the stop");
+        // Two people this week, one of them about wifi; five messages from one count once.
+        let people = |kind: &str, name: &str| {
+            data.people.iter().filter(|p| p.kind == kind && p.name == name).map(|p| p.count).sum::<u64>()
+        };
+        assert_eq!(people("all", ""), 2);
+        assert_eq!(people("topic", "wifi"), 1);
+        assert_eq!(people("class", "support"), 2);
+    }
+
+    #[test]
+    fn a_week_that_is_over_keeps_counts_and_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Embedded::open(dir.path()).unwrap();
+        // Monday 2026-11-16 (2026-W47), noon.
+        let monday =
+            u64::from(crate::calendar::day_of_date(crate::calendar::parse_date("2026-11-16").unwrap())) * DAY
+                + 12 * 3600;
+        let mut batch = Batch::default();
+        for (w, t) in [("a@x.org", "wifi"), ("a@x.org", "wifi"), ("b@x.org", "wifi"), ("c@x.org", "mac")] {
+            counted(monday, "support", &[t], Some(w)).add_to(&mut batch);
+        }
+        store.add_counts(&batch, monday, 0).unwrap();
+        assert!(!sqlite::dump(dir.path(), "writers").unwrap().is_empty());
+        assert_eq!(sqlite::dump(dir.path(), "week_keys").unwrap().len(), 1);
+        // The next Monday plus the grace: reduced at the next write.
+        let later = monday + 7 * DAY + crate::store::WEEK_GRACE_SECS;
+        let r = store.add_counts(&Batch::default(), later, 0).unwrap();
+        assert_eq!(r.reduced, 1);
+        assert!(sqlite::dump(dir.path(), "writers").unwrap().is_empty(), "no per-person hash left");
+        assert!(sqlite::dump(dir.path(), "week_keys").unwrap().is_empty(), "the week's key is gone");
+        let data = sqlite::read_counts(dir.path()).unwrap();
+        let wifi = data.people.iter().find(|p| p.kind == "topic" && p.name == "wifi").unwrap();
+        assert_eq!((wifi.week.as_str(), wifi.count), ("2026-W47", 2));
+        assert_eq!(data.messages.iter().map(|(_, n)| n).sum::<u64>(), 4);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod address;
 pub mod auth_results;
+pub mod calendar;
 pub mod chart;
 pub mod classify;
 pub mod clock;
@@ -24,5 +25,6 @@ pub mod reply;
 pub mod reply_file;
 pub mod state;
 pub mod stats;
+pub mod store;
 pub mod triage;
 pub mod watch;

@@ -8,7 +8,7 @@
 //! metrics.
 
 use crate::config::Config;
-use crate::counts::Row;
+use crate::counts::Counted;
 use crate::diagnostic::Diagnostics;
 use crate::metrics;
 use crate::reply::ReplyRequest;
@@ -39,7 +39,7 @@ pub struct Live {
     /// Where queued replies go; None drops them (tests of the milter alone).
     pub replies: Option<mpsc::UnboundedSender<ReplyJob>>,
     /// Where each triaged message is counted (`[stats]`); None counts nothing.
-    pub counts: Option<mpsc::UnboundedSender<Row>>,
+    pub counts: Option<mpsc::UnboundedSender<Counted>>,
 }
 
 /// What [`Live::install_reply_file`] did with a version.
@@ -59,7 +59,7 @@ impl Live {
         reply_file: Option<ReplyFile>,
         state: Arc<ReplyState>,
         replies: Option<mpsc::UnboundedSender<ReplyJob>>,
-        counts: Option<mpsc::UnboundedSender<Row>>,
+        counts: Option<mpsc::UnboundedSender<Counted>>,
     ) -> Arc<Live> {
         Arc::new(Live {
             config: RwLock::new(Arc::new(config)),

@@ -4,7 +4,6 @@
 use clap::{Parser, Subcommand};
 use helpdesk_milter::commands::{self, StatsFormat, StatsRequest};
 use helpdesk_milter::config::{Config, DEFAULT_CONFIG_PATH};
-use helpdesk_milter::counts::CountStore;
 use helpdesk_milter::daemon::{self, Signal};
 use helpdesk_milter::diagnostic::Diagnostics;
 use helpdesk_milter::message::MessageData;
@@ -162,12 +161,12 @@ fn stats(config: PathBuf, req: &StatsRequest) -> ExitCode {
     match commands::stats(&config, req) {
         Ok(out) => {
             print!("{out}");
-            let store = CountStore::new(&config.state.directory);
-            if !store.path().exists() {
+            let store = config.state.directory.join(helpdesk_milter::store::sqlite::STORE_FILE);
+            if !store.exists() {
                 // Zeros are then no news: say why, in case the configuration is not the daemon's.
                 eprintln!(
                     "helpdesk-milter stats: no statistics at {} yet (nothing counted so far, or not the daemon's state.directory)",
-                    store.path().display()
+                    store.display()
                 );
             }
             if let Some(p) = &req.plot {

@@ -7,12 +7,13 @@
 
 use crate::classify::Envelope;
 use crate::config::{Config, OnError};
-use crate::counts::Row;
+use crate::counts::{Counted, Row};
 use crate::listener::MilterListener;
 use crate::live::{Live, ReplyJob};
 use crate::message::MessageData;
 use crate::metrics::{self, LostReply, MilterError};
 use crate::reply_file::ReplyFile;
+use crate::store::Writer;
 use crate::triage::{self, Deps, HeaderChange, Triage, TriageError};
 use bytes::Bytes;
 use indymilter::{
@@ -260,8 +261,16 @@ fn count(live: &Live, config: &Config, t: &Triage, now: u64) {
         return;
     }
     let decision = t.decision.map(|d| d.header_value()).unwrap_or_default();
+    let row = Row::new(now, class.as_str(), &t.topics, t.signals.encrypted, &decision);
+    // A report is one writer (its sender is a dummy); a null sender is nobody to count.
+    let report = t.signals.report_id.clone().filter(|_| class == crate::classify::Class::Whisperback);
+    let writer = match &report {
+        Some(id) => Some(Writer::Report(id.clone())),
+        None if t.signals.null_sender => None,
+        None => Some(Writer::Sender(crate::address::canonical_sender(&t.signals.sender))),
+    };
     // A closed channel means the daemon is stopping; the count is then lost, the mail is not.
-    let _ = counts.send(Row::new(now, class.as_str(), &t.topics, t.signals.encrypted, &decision));
+    let _ = counts.send(Counted { row, writer, report });
 }
 
 /// Applies the header changes in order.

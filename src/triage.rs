@@ -85,22 +85,71 @@ impl fmt::Display for TriageError {
 
 impl std::error::Error for TriageError {}
 
-/// Decides the header changes for one message.
+/// Decides the header changes for one message, with a state that decides at once (in memory):
+/// what `classify` runs, and the tests. The milter runs the same three steps, [`assess`], the
+/// state's decision and [`Assessed::finish`], asking the state asynchronously.
 pub fn end_of_message(
     cfg: &Config,
     deps: &Deps<'_>,
     env: &Envelope,
     data: &MessageData,
 ) -> Result<Triage, TriageError> {
+    let assessed = match assess(cfg, deps.reply_file, env, data)? {
+        Assessment::NotOurs => return Ok(Triage::untouched()),
+        Assessment::Ours(a) => a,
+    };
+    let state = assessed.pending.as_ref().map(|p| {
+        deps.state.decide_and_reserve(&p.canonical_sender, deps.now, cfg.autoreply.interval, |view| {
+            state_decision(cfg, view)
+        })
+    });
+    Ok(assessed.finish(state))
+}
+
+/// The state rules' decision: the message rules passed, so only they remain.
+pub fn state_decision(cfg: &Config, view: &crate::policy::StateView) -> Decision {
+    policy::state_rules(&cfg.policy, view).map_or(Decision::Queued, Decision::Suppressed)
+}
+
+/// The end of message up to the state's decision.
+pub enum Assessment {
+    /// Not for a Help Desk address: left untouched.
+    NotOurs,
+    Ours(Box<Assessed>),
+}
+
+/// A message for the Help Desk, classified, its message rules applied.
+pub struct Assessed {
+    header_prefix: String,
+    /// The forged headers to remove: name and instance count.
+    prefixed: Vec<(Vec<u8>, usize)>,
+    class: Class,
+    signals: Signals,
+    topics: Vec<String>,
+    /// The decision of the message rules, if they decided.
+    decision: Option<Decision>,
+    /// When the message rules passed: what the state must decide about, and the reply to send
+    /// if it reserves one.
+    pub pending: Option<Pending>,
+}
+
+/// A reply the message rules allow: the state decides.
+pub struct Pending {
+    /// The key of the sender in the state (BATV and SRS undone).
+    pub canonical_sender: String,
+    pub request: ReplyRequest,
+}
+
+/// Classifies a message, finds its topics and applies the rules that depend on the message
+/// alone. Pure.
+pub fn assess(
+    cfg: &Config,
+    reply_file: Option<&ReplyFile>,
+    env: &Envelope,
+    data: &MessageData,
+) -> Result<Assessment, TriageError> {
     if !env.recipients.iter().any(|r| cfg.is_helpdesk_address(r)) {
-        return Ok(Triage {
-            class: None,
-            signals: Signals::default(),
-            changes: Vec::new(),
-            topics: Vec::new(),
-            decision: None,
-            reply: None,
-        });
+        return Ok(Assessment::NotOurs);
     }
     if data.prefixed_overflow() {
         return Err(TriageError::TooManyPrefixedHeaders);
@@ -113,7 +162,7 @@ pub fn end_of_message(
     let text = if signals.encrypted { None } else { parsed.as_ref().and_then(|m| m.body_text(0)) };
 
     // Topics are recognised in plaintext requests only: ciphertext says nothing.
-    let topics = match (deps.reply_file, class) {
+    let topics = match (reply_file, class) {
         (Some(file), Class::Support | Class::Followup) if !signals.encrypted => {
             let subject = signals.subject.as_deref().unwrap_or_default();
             file.match_topics(&format!("{subject}\n{}", text.as_deref().unwrap_or_default()))
@@ -122,41 +171,84 @@ pub fn end_of_message(
     };
 
     // Without a reply file there is nothing to send: as if replies were switched off.
-    let mut decision = if deps.reply_file.is_none() {
+    let decision = if reply_file.is_none() {
         Some(Decision::Suppressed(policy::Reason::Disabled))
     } else {
         policy::message_rules(&cfg.policy, &signals, class).map(Decision::Suppressed)
     };
-    let mut reply = None;
-    if decision.is_none() {
-        let canonical = address::canonical_sender(&env.sender);
-        let (d, reservation) =
-            deps.state.decide_and_reserve(&canonical, deps.now, cfg.autoreply.interval, |view| {
-                // The message rules passed above: under the lock only the state rules remain.
-                policy::state_rules(&cfg.policy, view).map_or(Decision::Queued, Decision::Suppressed)
-            });
-        decision = Some(d);
-        if let Some(r) = reservation {
-            let request = reply_request(env, parsed.as_ref(), text.as_deref());
-            reply = Some((request, r));
+    let pending = decision.is_none().then(|| Pending {
+        canonical_sender: address::canonical_sender(&env.sender),
+        request: reply_request(env, parsed.as_ref(), text.as_deref()),
+    });
+    Ok(Assessment::Ours(Box::new(Assessed {
+        header_prefix: h.header_prefix.clone(),
+        prefixed: data.prefixed_headers().to_vec(),
+        class,
+        signals,
+        topics,
+        decision,
+        pending,
+    })))
+}
+
+impl Triage {
+    /// The triage of mail that is not for the Help Desk: nothing to change.
+    pub fn untouched() -> Triage {
+        Triage {
+            class: None,
+            signals: Signals::default(),
+            changes: Vec::new(),
+            topics: Vec::new(),
+            decision: None,
+            reply: None,
         }
     }
-    let decision = decision.unwrap_or(Decision::Suppressed(policy::Reason::Class));
-    let changes = header_changes(&h.header_prefix, data, class, &signals, &topics, decision);
-    Ok(Triage { class: Some(class), signals, changes, topics, decision: Some(decision), reply })
+}
+
+impl Assessed {
+    /// The header changes, once the state decided (`state` is None when the message rules had).
+    pub fn finish(self, state: Option<(Decision, Option<Reservation>)>) -> Triage {
+        let mut reply = None;
+        let decision = match (self.decision, state) {
+            (Some(d), _) => d,
+            (None, Some((d, reservation))) => {
+                if let (Some(r), Some(p)) = (reservation, self.pending) {
+                    reply = Some((p.request, r));
+                }
+                d
+            }
+            (None, None) => Decision::Suppressed(policy::Reason::Class),
+        };
+        let changes = header_changes(
+            &self.header_prefix,
+            &self.prefixed,
+            self.class,
+            &self.signals,
+            &self.topics,
+            decision,
+        );
+        Triage {
+            class: Some(self.class),
+            signals: self.signals,
+            changes,
+            topics: self.topics,
+            decision: Some(decision),
+            reply,
+        }
+    }
 }
 
 /// The forged headers removed, then ours added, in the order they are applied.
 fn header_changes(
     p: &str,
-    data: &MessageData,
+    prefixed: &[(Vec<u8>, usize)],
     class: Class,
     signals: &Signals,
     topics: &[String],
     decision: Decision,
 ) -> Vec<HeaderChange> {
     let mut changes = Vec::new();
-    for (name, count) in data.prefixed_headers() {
+    for (name, count) in prefixed {
         // Highest index first, so that each deletion leaves the lower indexes in place.
         for index in (1..=*count).rev() {
             changes.push(HeaderChange::Delete { name: name.clone(), index });

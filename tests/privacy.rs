@@ -160,7 +160,7 @@ fn no_address_subject_or_content_in_logs_state_or_headers() {
     assert_eq!(counted, msgs.len() as u64, "statistics:\n{}", daemon.log());
     let mut files = Vec::new();
     files_under(&daemon.state_dir(), &mut files);
-    for name in ["state.redb", "stats.redb"] {
+    for name in ["store.sqlite", "secret"] {
         assert!(files.iter().any(|f| f.file_name().is_some_and(|n| n == name)), "{name}: {files:?}");
     }
     for f in &files {

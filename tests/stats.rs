@@ -204,10 +204,12 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
     assert!(chart.starts_with("<svg") && chart.contains("wifi-realtek (4)") && chart.contains("support (6)"));
 
     // Nothing in the statistics identifies a writer.
-    let store = std::fs::read(daemon.state_dir().join("stats.redb")).unwrap();
+    // The store and its write-ahead log, where the newest rows are until a checkpoint.
+    let mut store = std::fs::read(daemon.state_dir().join("store.sqlite")).unwrap();
+    store.extend(std::fs::read(daemon.state_dir().join("store.sqlite-wal")).unwrap_or_default());
     let text = String::from_utf8_lossy(&store).to_lowercase();
     for s in SECRETS {
-        assert!(!text.contains(s), "stats.redb holds {s:?}");
+        assert!(!text.contains(s), "store.sqlite holds {s:?}");
     }
     assert!(text.contains("wifi-realtek"), "the scan can fail: the store holds its rows in clear");
 
@@ -233,11 +235,11 @@ fn bad_arguments_are_one_clear_line() {
         assert!(err.contains(says) && err.lines().count() == 1, "{args:?}: {err}");
     }
     // An unreadable statistics file says where and why.
-    let store = daemon.state_dir().join("stats.redb");
+    let store = daemon.state_dir().join("store.sqlite");
     std::fs::write(&store, b"not a database").unwrap();
     let out = stats(&daemon, &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("stats.redb"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.sqlite"));
 }
 
 /// `date -u ARGS` (GNU date), for dates relative to today.
@@ -260,7 +262,7 @@ fn an_unusable_statistics_file_loses_no_mail_and_no_count() {
     let relay = SilentRelay::new();
     let mut daemon =
         Daemon::configure_on(milter_port, &format!("[autoreply]\nrelay = \"{}\"", relay.url()), &[]);
-    let store = daemon.state_dir().join("stats.redb");
+    let store = daemon.state_dir().join("store.sqlite");
     std::fs::create_dir_all(daemon.state_dir()).unwrap();
     std::fs::write(&store, vec![0x42; 8192]).unwrap();
     daemon.spawn();
@@ -269,7 +271,7 @@ fn an_unusable_statistics_file_loses_no_mail_and_no_count() {
     let got = rig.wait_for_messages(1, Duration::from_secs(60));
     assert_eq!(got[0].header("X-HelpDesk-Class"), vec!["support"], "the mail is triaged and delivered");
     daemon.wait_log("statistics not written, kept in memory and retried", 1);
-    assert!(daemon.log().contains("stats.redb"), "the log names the file:\n{}", daemon.log());
+    assert!(daemon.log().contains("store.sqlite"), "the log names the file:\n{}", daemon.log());
     // Once the sysadmin moves the damaged file away, the count kept in memory is written.
     std::fs::remove_file(&store).unwrap();
     let json = daemon.wait_stats(1);

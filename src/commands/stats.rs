@@ -58,12 +58,15 @@ pub fn stats(config: &Config, req: &StatsRequest) -> Result<String, String> {
     if frequent_min == 0 || frequent_weeks == 0 {
         return Err("--frequent-min and --frequent-weeks must be at least 1".into());
     }
-    let store = crate::counts::CountStore::new(&config.state.directory);
-    let rows = store.read(std::time::Duration::from_secs(10)).map_err(|e| {
-        let hint =
-            if e.0.contains("ermission denied") { " (run it as root or as the daemon's user)" } else { "" };
+    let data = crate::store::sqlite::read_counts(&config.state.directory).map_err(|e| {
+        let hint = if e.0.contains("unable to open") || e.0.contains("ermission") {
+            " (run it as root or as the daemon's user)"
+        } else {
+            ""
+        };
         format!("{e}{hint}")
     })?;
+    let rows = data.messages;
     let opts = Options { first, last, topics: req.topics.clone(), frequent_min, frequent_weeks, today };
     let report = stats::report(&rows, &opts);
     if let Some(path) = &req.plot {

@@ -25,13 +25,15 @@ pub use reload::reload;
 pub use replies::reply_worker;
 
 use crate::config::Config;
-use crate::counts::{self, CountStore};
+use crate::counts;
 use crate::listener::MilterListener;
 use crate::live::Live;
 use crate::reply_file::ReplyFile;
+use crate::store::sqlite::Embedded;
 use crate::{metrics, milter, outbox, watch};
 use sd_notify::NotifyState;
 use shutdown::{Task, stop_signal};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
@@ -80,10 +82,13 @@ pub async fn run(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.milter.listen))?;
     let metrics_on = start_metrics(&config);
-    let replies = replies::start(&config);
+    let store = open_store(&config);
+    let replies = replies::start(&config, store.as_ref());
     let (counts_tx, counts_rx) = mpsc::unbounded_channel();
     let counts = Task::spawn("statistics writer", {
-        let (store, retention) = (CountStore::new(&config.state.directory), config.stats.retention);
+        // Without the store at start, the writer keeps the counts and opens it at each try.
+        let store = store.unwrap_or_else(|| Arc::new(Embedded::lazy(&config.state.directory)));
+        let retention = config.stats.retention;
         move |stop| counts::record(counts_rx, store, retention, stop.requested())
     });
     let mut lookers = vec![replies.purge];
@@ -146,6 +151,18 @@ async fn handle_signals(live: &Live, signals: &mut mpsc::Receiver<Signal>) {
                 info!("{name}: finishing transactions in flight, then stopping");
                 return;
             }
+        }
+    }
+}
+
+/// Opens (or creates) the embedded store; a store that cannot be used is logged, and the daemon
+/// runs on without replies, so that mail still flows.
+fn open_store(config: &Config) -> Option<Arc<Embedded>> {
+    match crate::store::open_embedded(&config.state.directory) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            error!("the reply state cannot be used, so no auto-reply will be sent until it is fixed: {e}");
+            None
         }
     }
 }

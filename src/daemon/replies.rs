@@ -9,6 +9,8 @@ use crate::metrics::{self, LostReply};
 use crate::outbox::{self, Outbox, SenderConfig};
 use crate::reply;
 use crate::state::ReplyState;
+use crate::store::keys::Keys;
+use crate::store::sqlite::Embedded;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
@@ -28,9 +30,9 @@ pub(super) struct Replies {
 /// Opens the state and the outbox and starts the worker, the sender and the purge. A store or an
 /// outbox that cannot be used is logged and replaced by a state that never queues a reply (fail
 /// closed), so that mail still flows.
-pub(super) fn start(config: &Config) -> Replies {
+pub(super) fn start(config: &Config, store: Option<&Arc<Embedded>>) -> Replies {
     let outbox_dir = config.state.directory.join("outbox");
-    let mut state = open_state(config);
+    let mut state = open_state(config, store);
     let outbox = match Outbox::open(&outbox_dir) {
         Ok(o) => Some(Arc::new(o)),
         Err(e) => {
@@ -73,10 +75,18 @@ pub(super) fn start(config: &Config) -> Replies {
     }
 }
 
-/// Opens the reply state; a store that cannot be used is logged and replaced by one that never
-/// queues a reply (fail closed), so that mail still flows.
-fn open_state(config: &Config) -> Arc<ReplyState> {
-    match ReplyState::open(&config.state.directory, config.state.max_entries, unix_now()) {
+/// The reply state kept in `store`; without a usable store (or secret), one that never queues a
+/// reply (fail closed), so that mail still flows.
+fn open_state(config: &Config, store: Option<&Arc<Embedded>>) -> Arc<ReplyState> {
+    let Some(store) = store else {
+        return Arc::new(ReplyState::unavailable("the store cannot be opened".into()));
+    };
+    let dir = &config.state.directory;
+    let opened = store
+        .has_answered()
+        .and_then(|has| Keys::load_or_create(dir, has))
+        .and_then(|keys| ReplyState::open(store.clone(), keys, config.state.max_entries, unix_now()));
+    match opened {
         Ok(s) => Arc::new(s),
         Err(e) => {
             error!("the reply state cannot be used, so no auto-reply will be sent until it is fixed: {e}");
@@ -126,9 +136,11 @@ async fn write_reply(job: ReplyJob, state: &Arc<ReplyState>, outbox: &Arc<Outbox
         };
         // Recorded before it is written, so that a crash never leads to a second reply
         // (doc/reply-rules.md, "a lost reply rather than a second one").
-        state
-            .persist(&job.reservation)
-            .map_err(|e| not_sent(format!("cannot record the reply, so it is not sent: {e}")))?;
+        state.persist(&job.reservation).map_err(|e| {
+            // Nothing was recorded: there is nothing in the store to undo.
+            state.forget(&job.reservation);
+            format!("cannot record the reply, so it is not sent: {e}")
+        })?;
         let r = reply::build(&job.config.autoreply, &job.reply_file, &job.request, unix_now());
         let id = outbox.enqueue(&r.recipient, &r.message, SystemTime::now()).map_err(|e| {
             not_sent(format!(

@@ -280,12 +280,13 @@ fn prepare_state(state: &ReplyState, cfg: &Config, env: &Envelope, case: &Classi
     }
 }
 
-/// The triage with the reservation's key left out: it is an HMAC under a random per-state
+/// The triage with the reservation's keys left out: they are HMACs under a random per-state
 /// secret, so two fresh states give two keys for the same sender.
 fn comparable(r: &Result<Triage, TriageError>) -> Result<Triage, TriageError> {
     r.clone().map(|mut t| {
         if let Some((_, res)) = t.reply.as_mut() {
             res.key = [0; 32];
+            res.domain = [0; 32];
         }
         t
     })
