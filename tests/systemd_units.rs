@@ -110,7 +110,7 @@ fn sysusers_file_creates_both_users_without_a_login() {
     std::fs::create_dir(root.path().join("etc")).unwrap();
     let out = Command::new("systemd-sysusers")
         .arg(format!("--root={}", root.path().display()))
-        .arg(format!("{SYSTEMD_DIR}/helpdesk-milter.sysusers"))
+        .arg(format!("{SYSTEMD_DIR}/sysusers.d/helpdesk-milter.conf"))
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run systemd-sysusers ({e}): install systemd (apt-get install systemd)")
