@@ -8,17 +8,25 @@
 //! reply file, auto-replies on, and a fresh reply state (nobody answered yet):
 //! * automated mail (bounces, auto-replies), with its real envelope sender (Return-Path, else
 //!   From; `<>` where it says so) and its To: rewritten to the Help Desk, must get no reply;
-//! * person-to-person mail, as its writer sent it (the headers a list manager added removed, the
-//!   writer's From: as envelope sender), addressed to the Help Desk, must stay `support` or
-//!   `followup`, and a new request (not a reply) should be answered.
+//! * person-to-person mail, as its writer sent it (the headers a list manager added and its
+//!   Subject tag removed, the writer's From: as envelope sender), addressed to the Help Desk,
+//!   must stay `support` or `followup`, and a new request (not a reply) should be answered.
 //!
-//! Figures (automated wrongly answered / person-to-person wrongly classed), 178 automated and
-//! 2859 person-to-person messages:
-//! * before the fixes of issue 12: 7 of 178 automated answered (old gateways' and antivirus
-//!   appliances' bounces, a BATV-wrapped `ndr@` bounce, an Outlook out-of-office reply);
-//!   0 of 2859 person-to-person misclassed, 892 of 894 new requests answered;
-//! * after: 0 of 178; 0 of 2859, 892 of 894 (the other two: `suppressed (not-addressed)`, as
-//!   before).
+//! Figures (automated wrongly answered / person-to-person wrongly classed):
+//! * 178 automated and 2859 person-to-person messages, before the fixes of issue 12: 7 of 178
+//!   automated answered (old gateways' and antivirus appliances' bounces, a BATV-wrapped `ndr@`
+//!   bounce, an Outlook out-of-office reply); 0 of 2859 person-to-person misclassed, 892 of 894
+//!   new requests answered;
+//! * after them: 0 of 178; 0 of 2859, 892 of 894 (the other two: `suppressed (not-addressed)`);
+//!   main of December 2026 answered all 894;
+//! * December 2026, 190 automated and 2855 person-to-person messages (salmon-mail, mail-parser,
+//!   CPython's tests and eight more of the SpamAssassin corpus; four Lotus Notes out-of-office
+//!   replies that lists relayed no longer count as person-to-person), before the Lotus Notes R5
+//!   Subject rule: 4 of 190 answered (those four); 0 of 2855, 890 of 890;
+//! * after it: 0 of 190; 0 of 2855, 890 of 890.
+//!
+//! The issue asks for 1,000 automated messages: SOURCES.md says what the registries hold, and
+//! why this is fewer.
 
 use helpdesk_milter::classify::{Class, Envelope};
 use helpdesk_milter::commands;
@@ -110,6 +118,40 @@ fn sets() -> Vec<Set> {
             kind: Kind::Personal,
             prepare: as_posted,
         },
+        // The SpamAssassin public corpus, spam: one Exchange NDR of a spam (see BOUNCES_AMONG_HAM).
+        Set {
+            package: "spam-assassin",
+            dir: "package/data/spam-2",
+            take: |f| BOUNCES_AMONG_SPAM.contains(&f),
+            kind: Kind::Automated,
+            prepare: as_received,
+        },
+        // A Postfix bounce of a message to Gmail (Salmon's, from Lamson's, test data).
+        Set {
+            package: "salmon-mail",
+            dir: "salmon_mail-3.3.0/tests/data",
+            take: |f| f == "bounce.msg",
+            kind: Kind::Automated,
+            prepare: as_received,
+        },
+        // A MailSite bounce of a spam (SpamScope mail-parser's samples).
+        Set {
+            package: "mail-parser",
+            dir: "mail_parser-4.8.0/tests/mails",
+            take: |f| f == "mail_malformed_2",
+            kind: Kind::Automated,
+            prepare: as_received,
+        },
+        // Three bounces of CPython's email tests (a Sun Internet Mail Server's, Sendmail's, an
+        // anti-virus gateway's), from Debian's libpython3.11-testsuite; the fetch script copies
+        // only these.
+        Set {
+            package: "cpython-email",
+            dir: ".",
+            take: |f| f.ends_with(".txt"),
+            kind: Kind::Automated,
+            prepare: as_received,
+        },
         // Real replies from many mail clients (talon's fixtures).
         Set {
             package: "talon",
@@ -156,24 +198,44 @@ fn name_of(field: &[u8]) -> String {
 }
 
 /// Rebuilds a message, with `To:` replaced by the Help Desk (so that `require_addressed` hides
-/// no bad decision) and the fields `drop` names removed.
-fn rebuild(raw: &[u8], drop: impl Fn(&str) -> bool) -> Vec<u8> {
+/// no bad decision), the fields `drop` names removed and, with `untag`, the list's tag taken
+/// off the front of the Subject (`[ILUG] `: the list manager added it, the writer did not).
+fn rebuild(raw: &[u8], drop: impl Fn(&str) -> bool, untag: bool) -> Vec<u8> {
     let (fields, body) = split(raw);
     let mut out = Vec::with_capacity(raw.len());
     for f in fields.iter().filter(|f| {
         let n = name_of(f);
         n != "to" && !drop(&n)
     }) {
-        out.extend_from_slice(f);
+        if untag && name_of(f) == "subject" {
+            out.extend_from_slice(&untagged_subject(f));
+        } else {
+            out.extend_from_slice(f);
+        }
     }
     out.extend_from_slice(format!("To: {HELPDESK}\n\n").as_bytes());
     out.extend_from_slice(body);
     out
 }
 
+/// A Subject field without the `[tag] ` a list manager put in front of its value.
+fn untagged_subject(field: &[u8]) -> Vec<u8> {
+    let colon = field.iter().position(|&b| b == b':').map_or(field.len(), |i| i + 1);
+    let value = &field[colon..];
+    let start = value.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(value.len());
+    if value.get(start) == Some(&b'[')
+        && let Some(end) = value[start..].iter().position(|&b| b == b']')
+    {
+        let rest = &value[start + end + 1..];
+        let rest = &rest[rest.iter().position(|&b| b != b' ').unwrap_or(rest.len())..];
+        return [&field[..colon], b" ", rest].concat();
+    }
+    field.to_vec()
+}
+
 /// A message as its source received it, addressed to the Help Desk.
 fn as_received(raw: &[u8]) -> Option<Vec<u8>> {
-    Some(rebuild(raw, |_| false))
+    Some(rebuild(raw, |_| false, false))
 }
 
 /// The discussion lists of the SpamAssassin corpus whose posts are person-to-person (their
@@ -227,16 +289,41 @@ fn as_posted(raw: &[u8]) -> Option<Vec<u8>> {
         (n == "list-id" || n == "mailing-list").then(|| String::from_utf8_lossy(f).to_ascii_lowercase())
     };
     let list = fields.iter().find_map(list_of)?;
-    DISCUSSION_LISTS.iter().any(|l| list.contains(l)).then(|| rebuild(raw, added_by_list))
+    DISCUSSION_LISTS.iter().any(|l| list.contains(l)).then(|| rebuild(raw, added_by_list, true))
 }
 
-/// Bounces that reached a discussion list of the SpamAssassin corpus (checked by eye: each is
-/// a `multipart/report` from a mailer-daemon or postmaster): automated mail, taken as received.
-const BOUNCES_TO_LISTS: &[&str] = &[
+/// A message that a list relayed, as the machine that wrote it sent it: automated mail.
+fn as_posted_by_machine(raw: &[u8]) -> Option<Vec<u8>> {
+    Some(rebuild(raw, added_by_list, true))
+}
+
+/// Bounces among the ham of the SpamAssassin corpus (checked by eye: each is from a
+/// mailer-daemon or postmaster and says the message could not be delivered; three are
+/// `multipart/report`s to discussion lists, one went to the commit list, one (demon.net's, of
+/// an auto-reply) straight to the corpus' owner): automated mail, taken as received.
+const BOUNCES_AMONG_HAM: &[&str] = &[
     "01436.dc449ba377210e77d84647619e49c872.txt",
     "01542.ed72bf2cd81ccd4c076533fb0af004e5.txt",
     "01311.b6a06b3e24130a32172b4c5225a1d5a6.txt",
+    "01507.e06cf7fcfb3a512f43c827529c19a9e6.txt",
+    "01304.af5f3a2d3a0a19785aeaeeb3d7e36040.txt",
 ];
+
+/// Lotus Notes out-of-office replies that discussion lists of the SpamAssassin corpus relayed
+/// (checked by eye: Subject `<Notes name> is out of the office.`, body `I will be out of the
+/// office starting <date> and will not return until <date>.`, a Notes Message-Id and
+/// X-Mimetrack): automated mail, taken as the autoresponder sent it. Until December 2026 they
+/// counted as person-to-person posts, and were answered.
+const AUTO_REPLIES_AMONG_HAM: &[&str] = &[
+    "00213.8b921d7940c5b2ac05892b648bd77231.txt",
+    "00236.b173a89a323f88ec8b8a4caef8ee6aaa.txt",
+    "00243.edda2c702247700524eb49178f57c34c.txt",
+    "01313.92d3b0f5d2597eb916ec1862e1c96c44.txt",
+];
+
+/// A bounce in the spam of the SpamAssassin corpus (checked by eye: an Exchange `Undeliverable:`
+/// report from a postmaster of kpn.com, returning a spam): automated mail, taken as received.
+const BOUNCES_AMONG_SPAM: &[&str] = &["00169.86268e75abd1bd4bda4d6c129681df34.txt"];
 
 struct Outcome {
     file: String,
@@ -283,8 +370,10 @@ fn real_world_mail_is_classed_and_answered_as_its_source_says() {
         for path in files {
             let raw = std::fs::read(&path).expect("read corpus message");
             let file = path.file_name().unwrap().to_string_lossy().into_owned();
-            let (kind, prepare) = if BOUNCES_TO_LISTS.contains(&file.as_str()) {
+            let (kind, prepare) = if BOUNCES_AMONG_HAM.contains(&file.as_str()) {
                 (Kind::Automated, as_received as fn(&[u8]) -> Option<Vec<u8>>)
+            } else if AUTO_REPLIES_AMONG_HAM.contains(&file.as_str()) {
+                (Kind::Automated, as_posted_by_machine as fn(&[u8]) -> Option<Vec<u8>>)
             } else {
                 (set.kind, set.prepare)
             };
@@ -342,7 +431,7 @@ fn real_world_mail_is_classed_and_answered_as_its_source_says() {
         .collect();
 
     println!("wrongly answered: {answered:#?}\nwrongly classed: {misclassed:#?}");
-    assert!(automated.len() >= 150 && personal.len() >= 300, "the corpus shrank; check the fetch");
+    assert!(automated.len() >= 190 && personal.len() >= 300, "the corpus shrank; check the fetch");
     assert!(answered.is_empty(), "{} automated messages would be answered", answered.len());
     assert!(misclassed.is_empty(), "{} person-to-person messages lost their class", misclassed.len());
     // A new request is answered unless a rule of its own says not to; the lists' posts are

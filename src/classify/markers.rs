@@ -94,6 +94,15 @@ pub(super) fn is_out_of_office_subject(key: &str) -> bool {
     OUT_OF_OFFICE_PREFIXES.iter().any(|p| key.starts_with(p))
         // Lotus Notes: "AUTO: Jane Doe is out of the office (returning 01/02/2026)".
         || (key.starts_with("auto:") && key.contains("out of the office"))
+        || is_notes_r5_out_of_office(key)
+}
+
+/// Lotus Notes R5's out-of-office Subject, `<Notes name> is out of the office.`, the whole
+/// Subject (corpus: SpamAssassin ham, four relayed by ILUG and SAtalk). A reply or a forward
+/// puts `Re:`, `Fwd:` ... in front, and a Notes name has no colon, so a colon before the phrase
+/// means a person's message about such a reply (corpus: SpamAssassin ham, ILUG-Social).
+fn is_notes_r5_out_of_office(key: &str) -> bool {
+    key.strip_suffix(" is out of the office.").is_some_and(|name| !name.is_empty() && !name.contains(':'))
 }
 
 /// Subjects of challenge-response systems asking the sender to confirm (TMDA's and the common

@@ -307,6 +307,11 @@ fn abuse_reports_out_of_office_and_challenges() {
         ),
         (
             "jane@corp.example",
+            "Subject: Jane Doe/Dublin/IE/Corp is out of the office.\n\nI will be out of the office starting 02/08/2002",
+            AutomatedSign::OutOfOffice,
+        ),
+        (
+            "jane@corp.example",
             "Subject: Automatic reply: Tails does not boot\n\naway",
             AutomatedSign::OutOfOffice,
         ),
@@ -323,6 +328,10 @@ fn abuse_reports_out_of_office_and_challenges() {
         "Subject: Auto: my car has no Wi-Fi\n\nx",
         "Subject: How do I report abuse?\n\nx",
         "Subject: Re: Automatic reply: x\n\nx",
+        "Subject: Re: [ILUG] Jane Doe/Dublin/IE/Corp is out of the office.\n\nx",
+        "Subject: Fwd: Jane Doe is out of the office.\n\nx",
+        "Subject: Jane is out of the office today\n\nx",
+        "Subject:  is out of the office.\n\nx",
     ] {
         let s = signals_with(&c, "alice@example.org", raw);
         assert_eq!(s.automated_sign(), None, "{raw}");
