@@ -21,7 +21,7 @@ pub fn preview(
             let kept = data.to_rfc5322();
             let parsed = crate::classify::parse(&kept);
             let text = parsed.as_ref().and_then(|p| p.body_text(0));
-            triage::reply_request(&envelope, parsed.as_ref(), text.as_deref())
+            triage::reply_request(&envelope, parsed.as_ref(), text.as_deref(), &[])
         }
         None => ReplyRequest { recipient: "someone@example.org".into(), ..ReplyRequest::default() },
     };
