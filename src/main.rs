@@ -44,7 +44,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         reply: Option<PathBuf>,
     },
-    /// Print the complete reply message (headers and encoded body) that would answer MESSAGE.
+    /// Print the complete reply message (headers and encoded body) that would answer MESSAGE,
+    /// leading with the topics matched in it.
     Preview {
         /// The reply file.
         #[arg(long, value_name = "FILE")]
@@ -52,7 +53,10 @@ enum Command {
         /// Language of the reply (default: the one the daemon would pick for MESSAGE).
         #[arg(long, value_name = "TAG")]
         lang: Option<String>,
-        /// Configuration for From: and the like (default: built-in defaults).
+        /// Print the header fields and the body decoded, for proofreading (no quoted-printable).
+        #[arg(long)]
+        text: bool,
+        /// Configuration: From:, Help Desk addresses, policy, limits (default: built-in defaults).
         #[arg(long, short, value_name = "PATH")]
         config: Option<PathBuf>,
         /// The message to answer (RFC 5322); default: a sample request.
@@ -128,7 +132,9 @@ fn main() -> ExitCode {
         Command::Classify { config, sender, rcpt, sasl_user, file } => {
             classify(config, sender, rcpt, sasl_user, file)
         }
-        Command::Preview { reply, lang, config, message } => preview(reply, lang, config, message),
+        Command::Preview { reply, lang, text, config, message } => {
+            preview(reply, lang, text, config, message)
+        }
         Command::Stats { config, weeks, since, topic, format, plot, frequent_min, frequent_weeks, today } => {
             let format = match format {
                 Format::Table => StatsFormat::Table,
@@ -214,6 +220,7 @@ fn read_message(config: &Config, file: Option<&Path>) -> std::io::Result<Message
 fn preview(
     reply: PathBuf,
     lang: Option<String>,
+    text: bool,
     config: Option<PathBuf>,
     message: Option<PathBuf>,
 ) -> ExitCode {
@@ -242,7 +249,17 @@ fn preview(
         }
     };
     let out = commands::preview(&config, &file, lang.as_deref(), data.as_ref());
-    let _ = std::io::stdout().write_all(&out);
+    if let Some(why) = &out.not_sent {
+        eprintln!(
+            "helpdesk-milter preview: the daemon would send no reply to this message ({}Autoreply: {why}); this is the reply it would get otherwise",
+            config.helpdesk.header_prefix
+        );
+    }
+    let _ = if text {
+        std::io::stdout().write_all(commands::preview_text(&out.message).as_bytes())
+    } else {
+        std::io::stdout().write_all(&out.message)
+    };
     ExitCode::SUCCESS
 }
 

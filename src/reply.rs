@@ -28,6 +28,9 @@ pub struct ReplyRequest {
     /// The beginning of the request's plaintext, for language detection. Detection is the
     /// costliest step of a reply, so it runs when the reply is built, off the milter's path.
     pub text_sample: String,
+    /// Ids of the reply file's topics that the reply leads with, in this order: for a new
+    /// request, the topics matched in it (file order). Ids the reply file lacks are skipped.
+    pub topics: Vec<String>,
 }
 
 /// Characters of plaintext kept for language detection: a few hundred tell the language; more
@@ -71,12 +74,13 @@ pub fn new_message_id(from_address: &str, now_unix: u64) -> String {
     format!("autoreply.{now_unix}.{hex}@{domain}")
 }
 
-/// Builds the reply from one version of the reply file.
+/// Builds the reply from one version of the reply file, leading with the topics of
+/// `req.topics`.
 pub fn build(cfg: &AutoreplyConfig, file: &ReplyFile, req: &ReplyRequest, now_unix: u64) -> Reply {
     let mut languages = req.languages.clone();
     languages.extend(detect_language(&req.text_sample).map(str::to_string));
     let language = file.pick_language(&languages).to_string();
-    let rendered = file.render(&language);
+    let rendered = file.render_leading(&language, &req.topics);
     let from: Address<'_> = match &cfg.from_name {
         Some(name) => (name.as_str(), cfg.from_address.as_str()).into(),
         None => cfg.from_address.as_str().into(),

@@ -178,7 +178,8 @@ pub fn assess(
     };
     let pending = decision.is_none().then(|| Pending {
         canonical_sender: address::canonical_sender(&env.sender),
-        request: reply_request(env, parsed.as_ref(), text.as_deref()),
+        // Only a new request gets here (the class rule): its topics lead the reply.
+        request: reply_request(env, parsed.as_ref(), text.as_deref(), &topics),
     });
     Ok(Assessment::Ours(Box::new(Assessed {
         header_prefix: h.header_prefix.clone(),
@@ -293,9 +294,19 @@ fn is_clean_id(id: &str) -> bool {
     !id.is_empty() && !id.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
 }
 
-/// What the reply needs from the incoming message. Nothing of its content is quoted.
-pub fn reply_request(env: &Envelope, msg: Option<&Message<'_>>, text: Option<&str>) -> ReplyRequest {
-    let mut req = ReplyRequest { recipient: env.sender_exact.clone(), ..ReplyRequest::default() };
+/// What the reply needs from the incoming message, and the topics matched in it, which the reply
+/// leads with. Nothing of its content is quoted.
+pub fn reply_request(
+    env: &Envelope,
+    msg: Option<&Message<'_>>,
+    text: Option<&str>,
+    topics: &[String],
+) -> ReplyRequest {
+    let mut req = ReplyRequest {
+        recipient: env.sender_exact.clone(),
+        topics: topics.to_vec(),
+        ..ReplyRequest::default()
+    };
     let Some(msg) = msg else { return req };
     // The To: display name comes from a header whose address is the envelope sender (Pigeonhole).
     req.to_name = [HeaderName::Sender, HeaderName::ResentFrom, HeaderName::From].iter().find_map(|name| {
@@ -413,13 +424,13 @@ mod tests {
         let env = Envelope::new("eve@example.org", ["support@tails.net"]);
         let raw = "From: eve@example.org\r\nMessage-ID: <a\rBcc: victim@example.net>\r\nReferences: <ok@x> <b\rc@x>\r\n <d e@x>\r\n\r\nhi";
         let msg = crate::classify::parse(raw.as_bytes());
-        let req = reply_request(&env, msg.as_ref(), None);
+        let req = reply_request(&env, msg.as_ref(), None, &[]);
         assert_eq!(req.message_id, None);
         assert_eq!(req.references, vec!["ok@x"]);
         let raw =
             "From: eve@example.org\r\nMessage-ID: <fine.1@example.org>\r\nIn-Reply-To: <x\ry@z>\r\n\r\nhi";
         let msg = crate::classify::parse(raw.as_bytes());
-        let req = reply_request(&env, msg.as_ref(), None);
+        let req = reply_request(&env, msg.as_ref(), None, &[]);
         assert_eq!(req.message_id.as_deref(), Some("fine.1@example.org"));
         assert!(req.references.is_empty());
     }

@@ -262,7 +262,13 @@ struct TopicModel {
     keywords: Vec<String>,
     /// Index into the languages, title.
     translations: Vec<(usize, String)>,
+    text: Option<String>,
+    sections: Vec<SectionModel>,
 }
+
+/// A `[topics.ID.translations.TAG]` section: index into the languages (none of `translations`),
+/// title, text, keywords; not all empty.
+type SectionModel = (usize, Option<String>, Option<String>, Vec<String>);
 
 #[derive(Debug, Clone)]
 struct ReplyModel {
@@ -279,6 +285,11 @@ fn line_text() -> impl Strategy<Value = String> {
         let t = s.trim();
         (!t.is_empty()).then(|| t.to_string())
     })
+}
+
+/// A topic's text: a few lines of text.
+fn topic_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(line_text(), 1..3).prop_map(|lines| lines.join("\n"))
 }
 
 fn reply_model() -> impl Strategy<Value = ReplyModel> {
@@ -304,12 +315,22 @@ fn reply_model() -> impl Strategy<Value = ReplyModel> {
     )
     .prop_map(|parts| parts.concat())
     .prop_filter("blank", |b| !b.trim().is_empty());
+    // Some bodies start with the paragraph of {matched_topics}.
+    let body = (any::<bool>(), body).prop_map(|(matched, b)| {
+        if matched { format!("You wrote about:\n{{matched_topics}}\n\n{b}") } else { b }
+    });
+    let keywords = || prop::collection::vec("[^\\p{Cc}]{0,5}[a-zA-Z0-9é][^\\p{Cc}]{0,10}", 0..4);
     let topic = (
         "[a-z0-9][a-z0-9-]{0,12}",
         line_text(),
         "https://[a-z0-9]{1,10}\\.(org|net)(:[0-9]{1,4})?(/[a-z0-9_./?=#-]{0,20})?",
-        prop::collection::vec("[^\\p{Cc}]{0,5}[a-zA-Z0-9é][^\\p{Cc}]{0,10}", 0..4),
+        keywords(),
         prop::collection::vec((0usize..4, line_text()), 0..3),
+        prop::option::of(topic_text()),
+        prop::collection::vec(
+            (0usize..4, prop::option::of(line_text()), prop::option::of(topic_text()), keywords()),
+            0..3,
+        ),
     );
     (
         tags,
@@ -326,19 +347,20 @@ fn reply_model() -> impl Strategy<Value = ReplyModel> {
             let topics: Vec<TopicModel> = topics
                 .into_iter()
                 .filter(|t| seen.insert(t.0.clone()))
-                .map(|(id, title, link, keywords, translations)| {
+                .map(|(id, title, link, keywords, translations, text, sections)| {
                     let mut langs = std::collections::HashSet::new();
-                    TopicModel {
-                        id,
-                        title,
-                        link,
-                        keywords,
-                        translations: translations
-                            .into_iter()
-                            .map(|(l, t)| (l % n, t))
-                            .filter(|(l, _)| langs.insert(*l))
-                            .collect(),
-                    }
+                    let translations: Vec<(usize, String)> = translations
+                        .into_iter()
+                        .map(|(l, t)| (l % n, t))
+                        .filter(|(l, _)| langs.insert(*l))
+                        .collect();
+                    let sections = sections
+                        .into_iter()
+                        .map(|(l, title, text, k)| (l % n, title, text, k))
+                        .filter(|(_, title, text, k)| title.is_some() || text.is_some() || !k.is_empty())
+                        .filter(|(l, ..)| langs.insert(*l))
+                        .collect();
+                    TopicModel { id, title, link, keywords, translations, text, sections }
                 })
                 .collect();
             let mut hot_topics: Vec<usize> = Vec::new();
@@ -386,11 +408,24 @@ impl ReplyModel {
                 quoted(&t.link),
                 kw.join(", ")
             );
+            if let Some(text) = &t.text {
+                out += &format!("text = {}\n", quoted(text));
+            }
             if !t.translations.is_empty() {
                 out += &format!("[topics.{}.translations]\n", t.id);
                 for (l, title) in &t.translations {
                     out += &format!("{} = {}\n", self.languages[*l].0, quoted(title));
                 }
+            }
+            for (l, title, text, keywords) in &t.sections {
+                out += &format!("[topics.{}.translations.{}]\n", t.id, self.languages[*l].0);
+                for (name, value) in [("title", title), ("text", text)] {
+                    if let Some(v) = value {
+                        out += &format!("{name} = {}\n", quoted(v));
+                    }
+                }
+                let kw: Vec<String> = keywords.iter().map(|k| quoted(k)).collect();
+                out += &format!("keywords = [{}]\n", kw.join(", "));
             }
         }
         for (tag, subject, body) in &self.languages {
@@ -409,9 +444,23 @@ impl ReplyModel {
                 (&got.id, &got.title, &got.link, &got.keywords),
                 (&want.id, &want.title, &want.link, &want.keywords)
             );
-            let translations: std::collections::BTreeMap<String, String> =
-                want.translations.iter().map(|(l, t)| (self.languages[*l].0.clone(), t.clone())).collect();
+            let tag = |l: &usize| self.languages[*l].0.clone();
+            let mut translations: std::collections::BTreeMap<String, String> =
+                want.translations.iter().map(|(l, t)| (tag(l), t.clone())).collect();
+            let (mut texts, mut keywords) =
+                (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+            for (l, title, text, k) in &want.sections {
+                title.iter().for_each(|t| drop(translations.insert(tag(l), t.clone())));
+                text.iter().for_each(|t| drop(texts.insert(tag(l), t.clone())));
+                if !k.is_empty() {
+                    keywords.insert(tag(l), k.clone());
+                }
+            }
             assert_eq!(got.translations, translations);
+            assert_eq!(
+                (&got.text, &got.text_translations, &got.language_keywords),
+                (&want.text, &texts, &keywords)
+            );
         }
         assert_eq!(r.languages.len(), self.languages.len());
         for (tag, subject, body) in &self.languages {

@@ -8,7 +8,7 @@ mod stats;
 
 pub use classify::{classify, default_envelope, read_message};
 pub use host::check_host;
-pub use preview::preview;
+pub use preview::{Preview, as_text as preview_text, preview};
 pub use stats::{StatsFormat, StatsRequest, stats};
 
 use crate::config::Config;

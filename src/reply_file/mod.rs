@@ -4,16 +4,19 @@
 //! problem is reported at once, with its line and column and in plain words, and an invalid file
 //! never replaces a valid one. `helpdesk-milter check --reply FILE` runs the same validation.
 //!
-//! - this module: the validated file, and what the daemon does with it (render a reply, pick a
-//!   language, recognise topics);
-//! - [`validate`]: from the text to the validated file, every problem located;
+//! - this module: the validated file, and what the daemon does with it (pick a language,
+//!   recognise topics);
+//! - [`render`]: the reply in one language, leading with the topics of the request;
+//! - [`raw`] and [`validate`]: from the text to the validated file, every problem located;
 //! - [`matching`]: how keywords are compared with a message.
 
 mod matching;
+mod raw;
+mod render;
 mod validate;
 
 pub use matching::normalize_for_matching;
-pub use validate::is_topic_id;
+pub use validate::{MAX_TOPIC_ID_CHARS, is_topic_id};
 
 use crate::config::Config;
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -21,8 +24,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The only placeholder a body may contain.
+/// Placeholder of a body: the hot topics, less those the reply leads with.
 pub const HOT_TOPICS_PLACEHOLDER: &str = "{hot_topics}";
+
+/// Placeholder of a body: the topics the reply leads with (those matched in the request); its
+/// paragraph is left out when there are none.
+pub const MATCHED_TOPICS_PLACEHOLDER: &str = "{matched_topics}";
 
 /// A validated reply file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +46,9 @@ pub struct ReplyFile {
     pub languages: BTreeMap<String, Translation>,
     /// First 12 hex digits of the SHA-256 of the file: which text was sent.
     pub revision: String,
-    /// For each of `topics`, its keywords normalised and padded (" black screen "), computed
-    /// once here so that matching a message costs one normalisation of its text.
+    /// For each of `topics`, its keywords of every language normalised and padded
+    /// (" black screen "), computed once here so that matching a message costs one
+    /// normalisation of its text.
     matchers: Vec<Vec<String>>,
 }
 
@@ -55,8 +63,19 @@ pub struct Topic {
     pub translations: BTreeMap<String, String>,
     /// An `https://` address.
     pub link: String,
-    /// Words or phrases that recognise the topic in a plaintext request (see `normalize_for_matching`).
+    /// Words or phrases that recognise the topic in a plaintext request (see
+    /// `normalize_for_matching`), written in the default language.
     pub keywords: Vec<String>,
+    /// A short text shown under the title and link when the reply leads with the topic (what
+    /// the Help Desk needs from the writer, say), in the default language: lines without
+    /// control characters, no blank line first or last.
+    pub text: Option<String>,
+    /// The text in other languages, keyed like `ReplyFile::languages`.
+    pub text_translations: BTreeMap<String, String>,
+    /// Keywords written for other languages, keyed like `ReplyFile::languages`, never empty. They
+    /// match any message, as `keywords` do: the language of a request is not known at the end of
+    /// message (detecting it costs too much there), and is often mixed.
+    pub language_keywords: BTreeMap<String, Vec<String>>,
 }
 
 /// The reply in one language.
@@ -64,7 +83,7 @@ pub struct Topic {
 pub struct Translation {
     /// One line, without line breaks or control characters.
     pub subject: String,
-    /// Plain text with `\n` line ends; may contain `{hot_topics}`.
+    /// Plain text with `\n` line ends; may contain `{matched_topics}` and `{hot_topics}`.
     pub body: String,
 }
 
@@ -158,42 +177,6 @@ impl ReplyFile {
             }
         }
         &self.default_language
-    }
-
-    /// The subject and body in `language` (else the default language), with `{hot_topics}`
-    /// replaced by one item per hot topic: its title on one line, its link indented below.
-    pub fn render(&self, language: &str) -> RenderedReply {
-        let key = self
-            .language_key(language)
-            .or_else(|| self.language_key(&self.default_language))
-            .unwrap_or(&self.default_language)
-            .to_string();
-        // A ReplyFile from parse() always has its default language; the fallback only keeps a
-        // hand-built one from panicking.
-        let Some(t) = self.languages.get(&key) else {
-            return RenderedReply { language: key, subject: String::new(), body: String::new() };
-        };
-        let list = self.hot_topics_text(&key);
-        RenderedReply {
-            subject: t.subject.clone(),
-            body: t.body.replace(HOT_TOPICS_PLACEHOLDER, &list),
-            language: key,
-        }
-    }
-
-    /// The `{hot_topics}` expansion. No final line break: the placeholder usually stands on a
-    /// line of its own, whose line break then ends the last item.
-    fn hot_topics_text(&self, language: &str) -> String {
-        let items: Vec<String> = self
-            .hot_topics
-            .iter()
-            .filter_map(|id| self.topics.iter().find(|t| &t.id == id))
-            .map(|t| {
-                let title = t.translations.get(language).unwrap_or(&t.title);
-                format!("- {}\n  {}", title.trim(), t.link.trim())
-            })
-            .collect();
-        items.join("\n")
     }
 
     /// Ids of all the topics (hot or not, in file order) with a keyword in `text`.

@@ -407,6 +407,7 @@ pub fn check_classify(case: &ClassifyCase) -> Result<Triage, TriageError> {
         assert!(!env.sender.is_empty(), "a null sender is never answered");
         assert_eq!(policy::message_rules(&cfg.policy, &t.signals, class), None);
         assert_eq!(request.recipient, env.sender_exact, "the reply goes to the envelope sender only");
+        assert_eq!(request.topics, t.topics, "the reply leads with the topics matched in the request");
         assert_eq!(reservation.expiry, case.now.saturating_add(cfg.autoreply.interval.as_secs()));
         check_reply_message(cfg, request);
     }
@@ -559,10 +560,28 @@ pub fn reply_file_to_toml(r: &ReplyFile) -> String {
             q(&t.link),
             list(&t.keywords)
         );
-        if !t.translations.is_empty() {
-            out += &format!("[topics.{}.translations]\n", q(&t.id));
-            for (lang, title) in &t.translations {
-                out += &format!("{} = {}\n", q(lang), q(title));
+        if let Some(text) = &t.text {
+            out += &format!("text = {}\n", q(text));
+        }
+        // Every language of the topic as a section: title, text and keywords.
+        let mut langs: Vec<&String> = t
+            .translations
+            .keys()
+            .chain(t.text_translations.keys())
+            .chain(t.language_keywords.keys())
+            .collect();
+        langs.sort();
+        langs.dedup();
+        for lang in langs {
+            out += &format!("[topics.{}.translations.{}]\n", q(&t.id), q(lang));
+            if let Some(title) = t.translations.get(lang) {
+                out += &format!("title = {}\n", q(title));
+            }
+            if let Some(text) = t.text_translations.get(lang) {
+                out += &format!("text = {}\n", q(text));
+            }
+            if let Some(keywords) = t.language_keywords.get(lang) {
+                out += &format!("keywords = {}\n", list(keywords));
             }
         }
     }
@@ -599,10 +618,21 @@ pub fn check_reply_file(text: &str) -> Option<ReplyFile> {
         matched.iter().map(|m| ids.iter().position(|i| i == m).expect("a matched id is a topic")).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "topics not in file order: {matched:?}");
     for t in &r.topics {
-        for k in &t.keywords {
+        for k in t.keywords.iter().chain(t.language_keywords.values().flatten()) {
             assert!(!normalize_for_matching(k).is_empty());
             assert!(r.match_topics(k).contains(&t.id), "keyword {k:?} does not find its topic {}", t.id);
         }
+    }
+    // A reply that leads with topics: in every language, each topic once at the most, and as
+    // the plain reply when it leads with none or with topics the file does not have.
+    let all: Vec<String> = r.topics.iter().map(|t| t.id.clone()).collect();
+    for tag in r.languages.keys() {
+        let plain = r.render(tag);
+        assert_eq!(r.render_leading(tag, &[]), plain);
+        assert_eq!(r.render_leading(tag, &["no-such-topic".to_string()]), plain);
+        let led = r.render_leading(tag, &all);
+        assert_eq!((&led.language, &led.subject), (&plain.language, &plain.subject));
+        assert!(!led.body.contains("\r\n"), "CRLF in the body");
     }
     // Round trip: written back as TOML and parsed again, the same file.
     let again_text = reply_file_to_toml(&r);

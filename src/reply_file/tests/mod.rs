@@ -2,6 +2,7 @@
 //! daemon makes of a valid file. They share the valid file below, which they break in one place.
 
 mod render;
+mod topics;
 mod validate;
 
 use super::*;
@@ -124,6 +125,10 @@ fn example_file_is_valid() {
         for id in &r.hot_topics {
             let t = r.topics.iter().find(|t| &t.id == id).unwrap();
             assert!(out.body.contains(&t.link), "{lang} lacks {id}");
+        }
+        for t in &r.topics {
+            let led = r.render_leading(lang, std::slice::from_ref(&t.id));
+            assert!(!led.body.contains('{'), "{lang}, {}: {}", t.id, led.body);
         }
     }
 }
