@@ -11,10 +11,8 @@
 
 use crate::calendar::Week;
 pub use crate::store::Row;
-use crate::store::sqlite::Embedded;
-use crate::store::{Batch, Writer};
+use crate::store::{Batch, CountStore, Writer};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -109,7 +107,7 @@ enum Next {
 /// channel closes, then writes what is left.
 pub async fn record(
     rx: mpsc::UnboundedReceiver<Counted>,
-    store: Arc<Embedded>,
+    store: CountStore,
     retention: Duration,
     stop: impl Future<Output = ()>,
 ) {
@@ -145,7 +143,7 @@ pub async fn record(
         match write(&store, batch, retention).await {
             Ok(()) => {
                 if failing {
-                    info!("statistics written again to {}", store.path().display());
+                    info!("statistics written again to {}", store.describe());
                     failing = false;
                 }
                 backoff = Duration::ZERO;
@@ -184,29 +182,15 @@ fn keep(pending: &mut Batch, mut failed: Batch) {
     *pending = failed;
 }
 
-async fn write(store: &Arc<Embedded>, batch: Batch, retention: Duration) -> Result<(), (String, Batch)> {
+async fn write(store: &CountStore, batch: Batch, retention: Duration) -> Result<(), (String, Batch)> {
     let now = crate::clock::unix_now();
-    let s = store.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        let result = s.add_counts(&batch, now, first_day_kept(now, retention));
-        (result, batch)
-    })
-    .await;
-    match done {
-        Ok((Ok(r), batch)) => {
-            debug!(
-                messages = batch.message_count(),
-                purged = r.purged,
-                reduced = r.reduced,
-                "statistics written"
-            );
+    let messages = batch.message_count();
+    match store.add(batch, now, first_day_kept(now, retention)).await {
+        Ok(r) => {
+            debug!(messages, purged = r.purged, reduced = r.reduced, "statistics written");
             Ok(())
         }
-        Ok((Err(e), batch)) => Err((e.to_string(), batch)),
-        Err(e) => {
-            error!("statistics writer failed: {e}");
-            Ok(())
-        }
+        Err((e, batch)) => Err((e.to_string(), batch)),
     }
 }
 
@@ -233,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn the_recorder_writes_every_message_within_a_second_and_all_at_the_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Embedded::open(dir.path()).unwrap());
+        let store = CountStore::Embedded(std::sync::Arc::new(sqlite::Embedded::open(dir.path()).unwrap()));
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(record(rx, store.clone(), Duration::from_secs(400 * DAY), async {
@@ -265,7 +249,7 @@ mod tests {
     #[test]
     fn a_week_that_is_over_keeps_counts_and_no_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Embedded::open(dir.path()).unwrap();
+        let store = sqlite::Embedded::open(dir.path()).unwrap();
         // Monday 2026-11-16 (2026-W47), noon.
         let monday =
             u64::from(crate::calendar::day_of_date(crate::calendar::parse_date("2026-11-16").unwrap())) * DAY

@@ -14,7 +14,7 @@ use crate::message::MessageData;
 use crate::metrics::{self, LostReply, MilterError};
 use crate::reply_file::ReplyFile;
 use crate::store::Writer;
-use crate::triage::{self, Deps, HeaderChange, Triage, TriageError};
+use crate::triage::{self, Assessment, HeaderChange, Triage, TriageError};
 use bytes::Bytes;
 use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext, ProtoOpts,
@@ -99,7 +99,7 @@ pub fn callbacks(live: Arc<Live>) -> Callbacks<Session> {
         .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
         // Answering DATA makes Postfix wait for our reply, which carries the ACK that would
         // otherwise be delayed 40 ms behind the macros Postfix sends without awaiting an answer.
-        .on_data(|_cx| Box::pin(async { Status::Continue }))
+        .on_data(|cx| Box::pin(data(cx)))
         .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
         .on_eoh(|cx| {
             Box::pin(async {
@@ -160,6 +160,22 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     session.proceed(ProtoOpts::NOREPLY_RCPT)
 }
 
+/// At DATA every recipient is known: mail that is not for the Help Desk is accepted now, and
+/// Postfix sends nothing more of it (no header, no body, no end of message), so the rest of the
+/// host's mail costs the daemon almost nothing.
+async fn data(cx: &mut Context<Session>) -> Status {
+    let Some(session) = cx.data.as_mut() else { return Status::Continue };
+    let ours = session
+        .txn
+        .as_ref()
+        .is_some_and(|t| t.envelope.recipients.iter().any(|r| t.config.is_helpdesk_address(r)));
+    if ours {
+        return Status::Continue;
+    }
+    session.txn = None;
+    Status::Accept
+}
+
 async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
     let Some(session) = cx.data.as_mut() else { return Status::Continue };
     if let Some(txn) = session.txn.as_mut() {
@@ -194,14 +210,17 @@ async fn eom(live: Arc<Live>, cx: &mut EomContext<Session>) -> Status {
     let on_error = txn.config.milter.on_error;
     let reply_file = live.reply_file();
     let now = crate::clock::unix_now();
-    let deps = Deps { reply_file: reply_file.as_deref(), state: &live.state, now };
-    // The decision is pure and tested not to panic; should it ever, the message still follows
-    // the configured policy instead of the connection dying.
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        triage::end_of_message(&txn.config, &deps, &txn.envelope, &txn.data)
+    // The decisions are pure and tested not to panic; should one ever, the message still
+    // follows the configured policy instead of the connection dying.
+    let assessed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        triage::assess(&txn.config, reply_file.as_deref(), &txn.envelope, &txn.data)
     }));
-    let triage = match outcome {
-        Ok(Ok(t)) => t,
+    let assessed = match assessed {
+        Ok(Ok(Assessment::Ours(a))) => a,
+        Ok(Ok(Assessment::NotOurs)) => {
+            debug!(queue_id = %qid, "not for the help desk; untouched");
+            return Status::Accept;
+        }
         Ok(Err(e @ TriageError::TooManyPrefixedHeaders)) => {
             // Its forged triage headers cannot all be removed, so passing it on (on_error =
             // accept) would hand a forged class to the Help Desk's filters. No mail client writes
@@ -216,6 +235,22 @@ async fn eom(live: Arc<Live>, cx: &mut EomContext<Session>) -> Status {
             metrics::milter_error(MilterError::Internal);
             return status_for(on_error);
         }
+    };
+    let state = match &assessed.pending {
+        Some(p) => {
+            let (config, interval) = (&txn.config, txn.config.autoreply.interval);
+            Some(
+                live.state
+                    .decide(&p.canonical_sender, now, interval, |v| triage::state_decision(config, v))
+                    .await,
+            )
+        }
+        None => None,
+    };
+    let Ok(triage) = std::panic::catch_unwind(AssertUnwindSafe(|| assessed.finish(state))) else {
+        error!(queue_id = %qid, "internal error while triaging; applying on_error = {on_error:?}");
+        metrics::milter_error(MilterError::Internal);
+        return status_for(on_error);
     };
     if let Err(e) = apply(&cx.actions, &triage.changes).await {
         error!(queue_id = %qid, "cannot change headers: {e}; applying on_error = {on_error:?}");

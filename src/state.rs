@@ -118,6 +118,18 @@ impl ReplyState {
         (decision, Some(Reservation { key, domain, at: now, expiry, topics: Vec::new(), first: true }))
     }
 
+    /// The decision for one sender on the milter's path: the same check-and-set, asked the way
+    /// the store wants (here, in memory, at once).
+    pub async fn decide(
+        &self,
+        canonical_sender: &str,
+        now: u64,
+        interval: Duration,
+        decide: impl FnOnce(&StateView) -> Decision + Send,
+    ) -> (Decision, Option<Reservation>) {
+        self.decide_and_reserve(canonical_sender, now, interval, decide)
+    }
+
     /// Records a reservation in the store (blocking: call it off the milter's path). A failure
     /// means the reply must not be sent, since a restart would forget it was.
     pub fn persist(&self, r: &Reservation) -> Result<(), StoreError> {

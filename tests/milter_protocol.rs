@@ -121,7 +121,12 @@ async fn transaction_no_macros(
     for r in rcpts {
         assert_eq!(conn.rcpt([*r]).await.unwrap(), proceed(conn, ProtoOpts::NOREPLY_RCPT));
     }
-    assert_eq!(conn.data().await.unwrap(), Status::Continue);
+    let data = conn.data().await.unwrap();
+    if data == Status::Accept {
+        // Not for the Help Desk: accepted at DATA, and the MTA sends nothing more of it.
+        return (Vec::new(), Status::Accept);
+    }
+    assert_eq!(data, Status::Continue);
     for (n, v) in headers {
         assert_eq!(conn.header(*n, *v).await.unwrap(), proceed(conn, ProtoOpts::NOREPLY_HEADER));
     }
@@ -257,6 +262,32 @@ async fn mail_for_others_is_untouched_even_with_forged_headers() {
         transaction(&mut conn, "<a@example.org>", &["<bob@example.org>"], &headers, b"x\r\n").await;
     assert_eq!(status, Status::Accept);
     assert!(actions.is_empty(), "{actions:?}");
+    m.stop().await;
+}
+
+/// Once the recipients show that a message is not for the Help Desk, the milter says so at DATA:
+/// the MTA then sends nothing more of it (issue 16, point 2). Mail with a Help Desk address among
+/// its recipients goes on as before.
+#[tokio::test]
+async fn mail_for_others_is_accepted_at_data() {
+    let m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    let proceed = |conn: &TestConnection, stage: ProtoOpts| {
+        if conn.negotiated_opts().contains(stage) { Status::Noreply } else { Status::Continue }
+    };
+    for (rcpts, at_data) in [
+        (&["<bob@example.org>", "<carol@example.net>"][..], Status::Accept),
+        (&["<bob@example.org>", "<Support@Tails.net>"][..], Status::Continue),
+    ] {
+        assert_eq!(conn.mail(["<a@example.org>"]).await.unwrap(), proceed(&conn, ProtoOpts::NOREPLY_MAIL));
+        for r in rcpts {
+            assert_eq!(conn.rcpt([*r]).await.unwrap(), proceed(&conn, ProtoOpts::NOREPLY_RCPT));
+        }
+        assert_eq!(conn.data().await.unwrap(), at_data, "{rcpts:?}");
+        if at_data == Status::Continue {
+            conn.abort().await.unwrap();
+        }
+    }
     m.stop().await;
 }
 

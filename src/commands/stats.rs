@@ -58,7 +58,7 @@ pub fn stats(config: &Config, req: &StatsRequest) -> Result<String, String> {
     if frequent_min == 0 || frequent_weeks == 0 {
         return Err("--frequent-min and --frequent-weeks must be at least 1".into());
     }
-    let data = crate::store::sqlite::read_counts(&config.state.directory).map_err(|e| {
+    let data = crate::store::read_counts(&config.state).map_err(|e| {
         let hint = if e.0.contains("unable to open") || e.0.contains("ermission") {
             " (run it as root or as the daemon's user)"
         } else {

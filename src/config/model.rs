@@ -256,6 +256,26 @@ pub struct PolicyConfig {
 pub struct StateConfig {
     pub directory: PathBuf,
     pub max_entries: usize,
+    /// Where the state and the statistics are kept: this host's own file, or a server that
+    /// several hosts of one Help Desk share.
+    pub backend: Backend,
+    /// The longest a call to a shared store may take on the milter's path: past it the message
+    /// gets no reply (`suppressed (store)`), and is delivered as ever.
+    pub timeout: Duration,
+}
+
+/// Where the state and the statistics are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `<directory>/store.sqlite`: one host.
+    Embedded,
+    /// A PostgreSQL server shared by the hosts of one Help Desk.
+    Postgres {
+        /// `postgresql://user@host:port/database?sslmode=...`, without a password.
+        url: String,
+        /// The file holding the password, readable by the daemon's user only.
+        password_file: Option<PathBuf>,
+    },
 }
 
 /// What is counted for `helpdesk-milter stats`.

@@ -135,11 +135,20 @@ impl Default for RawAutoreply {
 pub(super) struct RawState {
     pub directory: Spanned<String>,
     pub max_entries: Spanned<i64>,
+    pub backend: Spanned<String>,
+    pub password_file: Spanned<String>,
+    pub timeout: Spanned<String>,
 }
 
 impl Default for RawState {
     fn default() -> Self {
-        Self { directory: u("/var/lib/helpdesk-milter".into()), max_entries: u(100_000) }
+        Self {
+            directory: u("/var/lib/helpdesk-milter".into()),
+            max_entries: u(100_000),
+            backend: u(String::new()),
+            password_file: u(String::new()),
+            timeout: u("250ms".into()),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ impl Config {
         restart_only!(log_level as "log.level");
         restart_only!(state.directory as "state.directory");
         restart_only!(state.max_entries as "state.max_entries");
+        restart_only!(state.backend as "state.backend or state.password_file");
+        restart_only!(state.timeout as "state.timeout");
         restart_only!(stats.retention as "stats.retention");
         restart_only!(metrics.listen as "metrics.listen");
         restart_only!(autoreply.reply_file as "autoreply.reply_file");

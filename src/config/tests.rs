@@ -204,3 +204,30 @@ fn relay_display_round_trips() {
         assert_eq!(Relay::parse(u).unwrap().to_string(), u);
     }
 }
+
+#[test]
+fn the_state_backend_is_this_hosts_file_or_a_postgresql_url_without_a_password() {
+    let c = parse("").unwrap();
+    assert_eq!((c.state.backend, c.state.timeout), (Backend::Embedded, Duration::from_millis(250)));
+    let c = parse("[state]\nbackend = \"postgresql://helpdesk@db.example.org/helpdesk?sslmode=require\"\npassword_file = \"db-password\"\ntimeout = \"100ms\"\n").unwrap();
+    assert_eq!(
+        c.state.backend,
+        Backend::Postgres {
+            url: "postgresql://helpdesk@db.example.org/helpdesk?sslmode=require".into(),
+            password_file: Some("/etc/hm/db-password".into()),
+        }
+    );
+    assert_eq!(c.state.timeout, Duration::from_millis(100));
+    for (text, says) in [
+        ("backend = \"mysql://db/x\"", "must be \"\""),
+        ("backend = \"postgresql://helpdesk:hunter2@db/x\"", "no password in the URL"),
+        ("backend = \"postgresql:///x\"", "names no host"),
+        ("password_file = \"p\"", "only for a shared backend"),
+        ("timeout = \"1h\"", "at most 10s"),
+        ("timeout = \"1ms\"", "at least 10ms"),
+    ] {
+        let e = parse(&format!("[state]\n{text}\n")).unwrap_err();
+        assert!(e.to_string().contains(says), "{text}: {e}");
+        assert_eq!(e.0[0].line, 2, "{text}");
+    }
+}

@@ -304,9 +304,51 @@ impl Validator<'_> {
         if st.directory.get_ref().trim().is_empty() {
             self.error(&st.directory, "state.directory must name a directory");
         }
+        let timeout = self.duration(&st.timeout, "state.timeout", Duration::from_millis(10));
+        if timeout > Duration::from_secs(10) {
+            self.error(&st.timeout, "state.timeout must be at most 10s: mail waits for it");
+        }
         StateConfig {
             directory: self.base.join(st.directory.get_ref()),
             max_entries: self.positive(&st.max_entries, "state.max_entries", 1000),
+            backend: self.backend(st),
+            timeout,
+        }
+    }
+
+    /// `""` (this host's file) or a `postgresql://` URL without a password.
+    fn backend(&mut self, st: &RawState) -> Backend {
+        let url = st.backend.get_ref().trim();
+        let password_file = st.password_file.get_ref().trim();
+        if url.is_empty() {
+            if !password_file.is_empty() {
+                self.error(
+                    &st.password_file,
+                    "state.password_file is only for a shared backend (state.backend)",
+                );
+            }
+            return Backend::Embedded;
+        }
+        let Some(rest) = url.strip_prefix("postgresql://").or_else(|| url.strip_prefix("postgres://")) else {
+            self.error(
+                &st.backend,
+                "state.backend must be \"\" (this host's own store) or a PostgreSQL URL such as \"postgresql://helpdesk@db.example.org/helpdesk?sslmode=require\"",
+            );
+            return Backend::Embedded;
+        };
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if authority.rsplit_once('@').is_some_and(|(user, _)| user.contains(':')) {
+            self.error(
+                &st.backend,
+                "state.backend: no password in the URL (it would be readable by anyone who reads this file): put it in the file state.password_file names",
+            );
+        }
+        if authority.rsplit_once('@').map_or(authority, |(_, host)| host).is_empty() {
+            self.error(&st.backend, "state.backend: the URL names no host");
+        }
+        Backend::Postgres {
+            url: url.to_string(),
+            password_file: (!password_file.is_empty()).then(|| self.base.join(password_file)),
         }
     }
 

@@ -87,7 +87,9 @@ pub async fn run(
     let (counts_tx, counts_rx) = mpsc::unbounded_channel();
     let counts = Task::spawn("statistics writer", {
         // Without the store at start, the writer keeps the counts and opens it at each try.
-        let store = store.unwrap_or_else(|| Arc::new(Embedded::lazy(&config.state.directory)));
+        let store = crate::store::CountStore::Embedded(
+            store.unwrap_or_else(|| Arc::new(Embedded::lazy(&config.state.directory))),
+        );
         let retention = config.stats.retention;
         move |stop| counts::record(counts_rx, store, retention, stop.requested())
     });

@@ -23,6 +23,7 @@ use keys::Key;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreError(pub String);
@@ -192,3 +193,56 @@ pub struct CountsData {
 /// How long after the end of an ISO week its writers are kept before they are reduced to
 /// counts: late messages of the week (a slow relay, another host's clock) still count once.
 pub const WEEK_GRACE_SECS: u64 = 86400;
+
+/// Where the statistics writer puts the counts.
+#[derive(Clone)]
+pub enum CountStore {
+    /// This host's file.
+    Embedded(Arc<sqlite::Embedded>),
+}
+
+impl CountStore {
+    /// Adds `batch` (see [`sqlite::Embedded::add_counts`]), off the async runtime's threads.
+    /// The batch comes back when it could not be written, to be kept for the next try.
+    pub async fn add(
+        &self,
+        batch: Batch,
+        now: u64,
+        first_day_kept: u32,
+    ) -> Result<Recorded, (StoreError, Batch)> {
+        match self {
+            CountStore::Embedded(store) => {
+                let store = store.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    let result = store.add_counts(&batch, now, first_day_kept);
+                    (result, batch)
+                })
+                .await;
+                match done {
+                    Ok((Ok(r), _)) => Ok(r),
+                    Ok((Err(e), batch)) => Err((e, batch)),
+                    Err(e) => {
+                        Err((StoreError(format!("the statistics writer failed: {e}")), Batch::default()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where the counts go, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            CountStore::Embedded(store) => store.path().display().to_string(),
+        }
+    }
+}
+
+/// Everything `stats` reads, from the store the configuration names.
+pub fn read_counts(config: &crate::config::StateConfig) -> Result<CountsData, StoreError> {
+    match &config.backend {
+        crate::config::Backend::Embedded => sqlite::read_counts(&config.directory),
+        crate::config::Backend::Postgres { .. } => {
+            Err(StoreError("the shared backend is not available in this build".into()))
+        }
+    }
+}
