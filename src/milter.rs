@@ -239,11 +239,8 @@ async fn eom(live: Arc<Live>, cx: &mut EomContext<Session>) -> Status {
     let state = match &assessed.pending {
         Some(p) => {
             let (config, interval) = (&txn.config, txn.config.autoreply.interval);
-            Some(
-                live.state
-                    .decide(&p.canonical_sender, now, interval, |v| triage::state_decision(config, v))
-                    .await,
-            )
+            let rules = |v: &_| triage::state_decision(config, v);
+            Some(live.state.decide(&p.canonical_sender, now, interval, &p.topics, rules).await)
         }
         None => None,
     };

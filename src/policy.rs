@@ -120,6 +120,9 @@ impl fmt::Display for Reason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Queued,
+    /// One more reply within the interval, for a hot topic that no earlier reply pointed the
+    /// sender to.
+    QueuedNewTopic,
     Suppressed(Reason),
 }
 
@@ -127,8 +130,14 @@ impl Decision {
     pub fn header_value(self) -> String {
         match self {
             Decision::Queued => "queued".into(),
+            Decision::QueuedNewTopic => "queued (new-topic)".into(),
             Decision::Suppressed(r) => format!("suppressed ({r})"),
         }
+    }
+
+    /// Whether a reply is sent.
+    pub fn is_queued(self) -> bool {
+        matches!(self, Decision::Queued | Decision::QueuedNewTopic)
     }
 }
 
@@ -143,6 +152,8 @@ pub struct StateView {
     pub domain_replies_last_hour: u32,
     /// The store cannot be used.
     pub unavailable: bool,
+    /// The request matches a hot topic that no reply of the interval pointed the sender to.
+    pub new_topic: bool,
 }
 
 /// The rules that depend on the message alone, in the order their reasons are recorded.
@@ -182,7 +193,7 @@ fn is_loop(token: &str, value: &str) -> bool {
 pub fn state_rules(cfg: &PolicyConfig, view: &StateView) -> Option<Reason> {
     if view.unavailable {
         Some(Reason::Store)
-    } else if view.answered_recently {
+    } else if view.answered_recently && !(cfg.new_topic_replies && view.new_topic) {
         Some(Reason::Interval)
     } else if view.replies_last_hour >= cfg.max_per_hour
         || view.domain_replies_last_hour >= cfg.max_per_domain_per_hour
@@ -193,11 +204,20 @@ pub fn state_rules(cfg: &PolicyConfig, view: &StateView) -> Option<Reason> {
     }
 }
 
+/// The decision of the state rules: a reply within the interval is one for a new topic.
+pub fn state_decision(cfg: &PolicyConfig, view: &StateView) -> Decision {
+    match state_rules(cfg, view) {
+        Some(r) => Decision::Suppressed(r),
+        None if view.answered_recently => Decision::QueuedNewTopic,
+        None => Decision::Queued,
+    }
+}
+
 /// The whole decision.
 pub fn decide(cfg: &PolicyConfig, s: &Signals, class: Class, view: &StateView) -> Decision {
-    match message_rules(cfg, s, class).or_else(|| state_rules(cfg, view)) {
+    match message_rules(cfg, s, class) {
         Some(r) => Decision::Suppressed(r),
-        None => Decision::Queued,
+        None => state_decision(cfg, view),
     }
 }
 
@@ -214,6 +234,7 @@ mod tests {
             require_addressed: true,
             max_per_hour: 100,
             max_per_domain_per_hour: 10,
+            new_topic_replies: true,
         }
     }
 
@@ -229,6 +250,26 @@ mod tests {
 
     fn decide_msg(s: &Signals, class: Class) -> Decision {
         decide(&cfg(), s, class, &StateView::default())
+    }
+
+    #[test]
+    fn one_more_reply_for_a_new_hot_topic_within_the_interval() {
+        let c = cfg();
+        let s = request();
+        let answered = StateView { answered_recently: true, ..StateView::default() };
+        assert_eq!(decide(&c, &s, Class::Support, &answered), Decision::Suppressed(Reason::Interval));
+        let new = StateView { new_topic: true, ..answered };
+        assert_eq!(decide(&c, &s, Class::Support, &new), Decision::QueuedNewTopic);
+        assert_eq!(Decision::QueuedNewTopic.header_value(), "queued (new-topic)");
+        // The caps still apply, follow-ups never get one, and the switch turns it off.
+        let capped = StateView { replies_last_hour: 100, ..new };
+        assert_eq!(decide(&c, &s, Class::Support, &capped), Decision::Suppressed(Reason::Cap));
+        assert_eq!(decide(&c, &s, Class::Followup, &new), Decision::Suppressed(Reason::Class));
+        let off = PolicyConfig { new_topic_replies: false, ..cfg() };
+        assert_eq!(decide(&off, &s, Class::Support, &new), Decision::Suppressed(Reason::Interval));
+        // A first reply is a first reply, new topic or not.
+        let first = StateView { new_topic: true, ..StateView::default() };
+        assert_eq!(decide(&c, &s, Class::Support, &first), Decision::Queued);
     }
 
     #[test]

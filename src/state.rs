@@ -18,6 +18,14 @@ use std::time::Duration;
 
 const HOUR: u64 = 3600;
 
+/// The topics of one request, as the state needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topics {
+    /// The hot topics the request matched, which its reply leads with: a later request about one
+    /// that no reply of the interval led with brings one more reply, which leads with it.
+    pub hot_matched: Vec<String>,
+}
+
 #[derive(Default)]
 struct Inner {
     answered: HashMap<Key, u64>,
@@ -94,11 +102,26 @@ impl ReplyState {
         interval: Duration,
         decide: impl FnOnce(&StateView) -> Decision,
     ) -> (Decision, Option<Reservation>) {
+        self.decide_with_topics(canonical_sender, now, interval, &Topics::default(), decide)
+    }
+
+    /// The check-and-set with the request's hot topics: within the interval, a hot topic that no
+    /// reply pointed the sender to may bring one more reply (`Decision::QueuedNewTopic`).
+    pub fn decide_with_topics(
+        &self,
+        canonical_sender: &str,
+        now: u64,
+        interval: Duration,
+        topics: &Topics,
+        decide: impl FnOnce(&StateView) -> Decision,
+    ) -> (Decision, Option<Reservation>) {
         let (key, domain) = self.keys.sender_and_domain(canonical_sender);
         let mut inner = self.lock();
         while inner.recent.front().is_some_and(|(t, _)| *t + HOUR <= now) {
             inner.recent.pop_front();
         }
+        let pointed = |t: &String| inner.topics.get(&(key, t.clone())).is_some_and(|&e| e > now);
+        let new: Vec<String> = topics.hot_matched.iter().filter(|t| !pointed(t)).cloned().collect();
         let view = StateView {
             answered_recently: inner.answered.get(&key).is_some_and(|&expiry| expiry > now),
             replies_last_hour: u32::try_from(inner.recent.len()).unwrap_or(u32::MAX),
@@ -107,15 +130,26 @@ impl ReplyState {
             )
             .unwrap_or(u32::MAX),
             unavailable: self.unavailable.is_some(),
+            new_topic: !new.is_empty(),
         };
         let decision = decide(&view);
-        if decision != Decision::Queued {
-            return (decision, None);
-        }
+        let first = match decision {
+            Decision::Queued => true,
+            Decision::QueuedNewTopic => false,
+            Decision::Suppressed(_) => return (decision, None),
+        };
         let expiry = now.saturating_add(interval.as_secs());
-        inner.answered.insert(key, expiry);
+        // A reply points the sender to the hot topics it leads with: all matched ones for a first
+        // reply, the new ones for one more.
+        let recorded = if first { topics.hot_matched.clone() } else { new };
+        if first {
+            inner.answered.insert(key, expiry);
+        }
+        for t in &recorded {
+            inner.topics.insert((key, t.clone()), expiry);
+        }
         inner.recent.push_back((now, domain));
-        (decision, Some(Reservation { key, domain, at: now, expiry, topics: Vec::new(), first: true }))
+        (decision, Some(Reservation { key, domain, at: now, expiry, topics: recorded, first }))
     }
 
     /// The decision for one sender on the milter's path: the same check-and-set, asked the way
@@ -125,9 +159,10 @@ impl ReplyState {
         canonical_sender: &str,
         now: u64,
         interval: Duration,
+        topics: &Topics,
         decide: impl FnOnce(&StateView) -> Decision + Send,
     ) -> (Decision, Option<Reservation>) {
-        self.decide_and_reserve(canonical_sender, now, interval, decide)
+        self.decide_with_topics(canonical_sender, now, interval, topics, decide)
     }
 
     /// Records a reservation in the store (blocking: call it off the milter's path). A failure
@@ -243,6 +278,32 @@ mod tests {
             assert_eq!(v.replies_last_hour, 0, "the hour window slides");
             Decision::Queued
         });
+    }
+
+    #[test]
+    fn one_more_reply_per_new_hot_topic_per_interval() {
+        let s = ReplyState::in_memory();
+        let hot = |t: &[&str]| Topics { hot_matched: t.iter().map(|t| t.to_string()).collect() };
+        let rules = |v: &StateView| {
+            let cfg = crate::config::Config::defaults(std::path::Path::new("/x.toml"));
+            crate::policy::state_decision(&cfg.policy, v)
+        };
+        let ask = |at: u64, t: &[&str]| s.decide_with_topics("fay@example.org", at, WEEK, &hot(t), rules);
+        let (d, r) = ask(100, &["wifi"]);
+        assert_eq!(
+            (d, r.as_ref().map(|r| (r.first, r.topics.clone()))),
+            (Decision::Queued, Some((true, vec!["wifi".into()])))
+        );
+        // The same topic again, or none: the interval holds.
+        assert_eq!(ask(200, &["wifi"]).0, Decision::Suppressed(crate::policy::Reason::Interval));
+        assert_eq!(ask(250, &[]).0, Decision::Suppressed(crate::policy::Reason::Interval));
+        // Another hot topic: one more reply, leading with it only.
+        let (d, r) = ask(300, &["wifi", "nvidia"]);
+        let r = r.unwrap();
+        assert_eq!((d, r.first, r.topics.clone()), (Decision::QueuedNewTopic, false, vec!["nvidia".into()]));
+        assert_eq!(ask(400, &["nvidia"]).0, Decision::Suppressed(crate::policy::Reason::Interval));
+        // The interval of the first reply is not extended by the one more.
+        assert_eq!(ask(100 + WEEK.as_secs(), &["nvidia"]).0, Decision::Queued);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::message::MessageData;
 use crate::policy::{self, Decision};
 use crate::reply::{self, ReplyRequest};
 use crate::reply_file::ReplyFile;
-use crate::state::{ReplyState, Reservation};
+use crate::state::{ReplyState, Reservation, Topics};
 use mail_parser::{HeaderName, HeaderValue, Message};
 use std::fmt;
 
@@ -99,7 +99,8 @@ pub fn end_of_message(
         Assessment::Ours(a) => a,
     };
     let state = assessed.pending.as_ref().map(|p| {
-        deps.state.decide_and_reserve(&p.canonical_sender, deps.now, cfg.autoreply.interval, |view| {
+        let interval = cfg.autoreply.interval;
+        deps.state.decide_with_topics(&p.canonical_sender, deps.now, interval, &p.topics, |view| {
             state_decision(cfg, view)
         })
     });
@@ -108,7 +109,7 @@ pub fn end_of_message(
 
 /// The state rules' decision: the message rules passed, so only they remain.
 pub fn state_decision(cfg: &Config, view: &crate::policy::StateView) -> Decision {
-    policy::state_rules(&cfg.policy, view).map_or(Decision::Queued, Decision::Suppressed)
+    policy::state_decision(&cfg.policy, view)
 }
 
 /// The end of message up to the state's decision.
@@ -137,6 +138,8 @@ pub struct Assessed {
 pub struct Pending {
     /// The key of the sender in the state (BATV and SRS undone).
     pub canonical_sender: String,
+    /// The request's hot topics, and what a first reply would show.
+    pub topics: Topics,
     pub request: ReplyRequest,
 }
 
@@ -178,6 +181,7 @@ pub fn assess(
     };
     let pending = decision.is_none().then(|| Pending {
         canonical_sender: address::canonical_sender(&env.sender),
+        topics: state_topics(reply_file, &topics),
         // Only a new request gets here (the class rule): its topics lead the reply.
         request: reply_request(env, parsed.as_ref(), text.as_deref(), &topics),
     });
@@ -190,6 +194,12 @@ pub fn assess(
         decision,
         pending,
     })))
+}
+
+/// The request's matched topics that are hot in the reply file in force.
+fn state_topics(reply_file: Option<&ReplyFile>, matched: &[String]) -> Topics {
+    let hot = reply_file.map(|f| f.hot_topics.as_slice()).unwrap_or_default();
+    Topics { hot_matched: matched.iter().filter(|t| hot.contains(t)).cloned().collect() }
 }
 
 impl Triage {
@@ -213,7 +223,11 @@ impl Assessed {
         let decision = match (self.decision, state) {
             (Some(d), _) => d,
             (None, Some((d, reservation))) => {
-                if let (Some(r), Some(p)) = (reservation, self.pending) {
+                if let (Some(r), Some(mut p)) = (reservation, self.pending) {
+                    // One more reply leads with the new topics it is sent for.
+                    if !r.first {
+                        p.request.topics = r.topics.clone();
+                    }
                     reply = Some((p.request, r));
                 }
                 d

@@ -118,3 +118,87 @@ fn a_request_about_a_topic_gets_a_reply_that_leads_with_it_in_its_language() {
     let log = daemon.log();
     assert!(!log.contains("ann@") && !log.contains("Realtek RTL8821CE"), "{log}");
 }
+
+/// All the replies to `who` that reached the sink, oldest first, once `n` have come (and a moment
+/// more, so that a further one would be seen).
+fn replies_to(rig: &PostfixRig, daemon: &Daemon, who: &str, n: usize) -> Vec<SinkMessage> {
+    let mine = || -> Vec<SinkMessage> {
+        rig.messages()
+            .into_iter()
+            .filter(|m| {
+                m.header("Auto-Submitted") == vec!["auto-replied"] && m.rcpts() == vec![format!("<{who}>")]
+            })
+            .collect()
+    };
+    let t0 = Instant::now();
+    while mine().len() < n {
+        assert!(t0.elapsed() < Duration::from_secs(30), "fewer than {n} replies to {who}\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    mine()
+}
+
+/// The X-HelpDesk-Autoreply of the incoming request with this Subject, once it is delivered.
+fn decision(rig: &PostfixRig, subject: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(m) = rig.messages().into_iter().find(|m| m.header("Subject") == vec![subject.to_string()])
+        {
+            return m.header("X-HelpDesk-Autoreply").join(",");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{subject} not delivered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 13, point 2: within the interval, a request about a hot topic that no reply led with
+/// gets one more reply, which leads with it; the same topic again, or a follow-up, gets none.
+#[test]
+fn a_request_about_another_hot_topic_within_the_interval_gets_exactly_one_more_reply() {
+    let milter_port = free_port();
+    let rig = PostfixRig::start(RigOptions {
+        milter: Some(format!("inet:127.0.0.1:{milter_port}")),
+        default_action: "tempfail".into(),
+        ..Default::default()
+    });
+    let daemon = Daemon::start_on(
+        milter_port,
+        &format!("[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1s\"", rig.smtpd_port()),
+    );
+    let send = |from: &str, extra: &str, subject: &str, body: &str| {
+        rig.send(Some(from), &[HELPDESK], &request(from, extra, subject, body)).unwrap();
+        decision(&rig, subject)
+    };
+    let dora = "dora@example.org";
+    assert_eq!(send(dora, "", "No wifi", "My Realtek adapter finds no network."), "queued");
+    assert_eq!(replies_to(&rig, &daemon, dora, 1).len(), 1);
+    assert_eq!(
+        send(dora, "", "Also black", "And now the screen is black after the Welcome Screen, NVIDIA card."),
+        "queued (new-topic)"
+    );
+    let replies = replies_to(&rig, &daemon, dora, 2);
+    assert_eq!(replies.len(), 2, "exactly one more");
+    let second = text(&replies[1]);
+    assert!(second.starts_with("Your message is about:\n- Black screen with NVIDIA graphics\n"), "{second}");
+    let lead = second.split("This is an automatic reply.").next().unwrap();
+    assert!(
+        !lead.contains("Wi-Fi not working"),
+        "the topic she was pointed to does not lead again: {second}"
+    );
+    // The same topic a third time, and a request about nothing hot: the interval holds.
+    assert_eq!(
+        send(dora, "", "Still black", "The black screen is still there with my NVIDIA card."),
+        "suppressed (interval)"
+    );
+    assert_eq!(send(dora, "", "Another thing", "How do I verify the download?"), "suppressed (interval)");
+    assert_eq!(replies_to(&rig, &daemon, dora, 2).len(), 2, "no third reply");
+    // A follow-up never gets one.
+    let emil = "emil@example.org";
+    assert_eq!(send(emil, "", "Wifi", "Realtek wifi does not work."), "queued");
+    assert_eq!(
+        send(emil, "In-Reply-To: <earlier@example.org>\r\n", "Re: Wifi", "Also my NVIDIA screen is black."),
+        "suppressed (class)"
+    );
+    assert_eq!(replies_to(&rig, &daemon, emil, 1).len(), 1);
+}

@@ -149,6 +149,7 @@ proptest! {
             prop::collection::vec(prop_oneof![Just("yes".to_string()), Just(" Support@tails.NET ".to_string()), address()], 0..3),
             0usize..6),
         (answered_recently, replies_last_hour, domain_replies_last_hour, unavailable) in (any::<bool>(), 0u32..6, 0u32..6, any::<bool>()),
+        (new_topic, new_topic_replies) in (any::<bool>(), any::<bool>()),
         own in prop::collection::vec(address(), 0..3),
     ) {
         let n = helpdesk_milter::address::normalize;
@@ -160,6 +161,7 @@ proptest! {
             require_addressed,
             max_per_hour,
             max_per_domain_per_hour: max_per_domain,
+            new_topic_replies,
         };
         let sender = n(&sender);
         let bit = |i: u32| flags & (1 << i) != 0;
@@ -182,7 +184,7 @@ proptest! {
             x_loop,
             ..Signals::default()
         };
-        let view = StateView { answered_recently, replies_last_hour, domain_replies_last_hour, unavailable };
+        let view = StateView { answered_recently, replies_last_hour, domain_replies_last_hour, unavailable, new_topic };
         invariants::check_policy(&cfg, &s, Class::ALL[class], &view);
     }
 

@@ -59,6 +59,7 @@ fuzz_target!(|i: Input| {
         require_addressed: i.require_addressed,
         max_per_hour: i.max_per_hour.max(1),
         max_per_domain_per_hour: i.max_per_domain_per_hour.max(1),
+        new_topic_replies: i.flags & (1 << 11) != 0,
     };
     // As Signals::extract builds them: normalised addresses, null sender iff empty.
     let sender = normalize(&i.sender.get());
@@ -87,6 +88,7 @@ fuzz_target!(|i: Input| {
         replies_last_hour: i.replies_last_hour,
         domain_replies_last_hour: i.domain_replies_last_hour,
         unavailable: i.unavailable,
+        new_topic: bit(12),
     };
     invariants::check_policy(&cfg, &s, class, &view);
 });

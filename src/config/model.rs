@@ -233,6 +233,8 @@ pub struct AutoreplyConfig {
     pub system_addresses: Vec<String>,
     pub max_per_hour: u32,
     pub max_per_domain_per_hour: u32,
+    /// One more reply within the interval for a hot topic no earlier reply pointed to.
+    pub new_topic_replies: bool,
 }
 
 /// What the reply policy needs from the configuration.
@@ -249,6 +251,8 @@ pub struct PolicyConfig {
     pub require_addressed: bool,
     pub max_per_hour: u32,
     pub max_per_domain_per_hour: u32,
+    /// One more reply within the interval for a hot topic no earlier reply pointed to.
+    pub new_topic_replies: bool,
 }
 
 /// Where the daemon keeps its state.

@@ -108,6 +108,7 @@ pub(super) struct RawAutoreply {
     pub system_addresses: Vec<Spanned<String>>,
     pub max_per_hour: Spanned<i64>,
     pub max_per_domain_per_hour: Spanned<i64>,
+    pub new_topic_replies: Spanned<bool>,
 }
 
 impl Default for RawAutoreply {
@@ -126,6 +127,7 @@ impl Default for RawAutoreply {
             system_addresses: Vec::new(),
             max_per_hour: u(100),
             max_per_domain_per_hour: u(20),
+            new_topic_replies: u(true),
         }
     }
 }

@@ -287,6 +287,7 @@ impl Validator<'_> {
             system_addresses: self.addresses(&a.system_addresses, "autoreply.system_addresses"),
             max_per_hour,
             max_per_domain_per_hour,
+            new_topic_replies: *a.new_topic_replies.get_ref(),
         }
     }
 
@@ -409,5 +410,6 @@ fn policy(helpdesk: &HelpdeskConfig, autoreply: &AutoreplyConfig) -> PolicyConfi
         require_addressed: autoreply.require_addressed,
         max_per_hour: autoreply.max_per_hour,
         max_per_domain_per_hour: autoreply.max_per_domain_per_hour,
+        new_topic_replies: autoreply.new_topic_replies,
     }
 }

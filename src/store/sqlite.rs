@@ -291,11 +291,13 @@ fn load(tx: &Transaction<'_>, now: u64) -> rusqlite::Result<Loaded> {
 }
 
 fn record(tx: &Transaction<'_>, r: &Reservation) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO answered (sender, expiry) VALUES (?1, ?2)
-         ON CONFLICT (sender) DO UPDATE SET expiry = max(expiry, excluded.expiry)",
-        params![&r.key[..], i64_of(r.expiry)],
-    )?;
+    if r.first {
+        tx.execute(
+            "INSERT INTO answered (sender, expiry) VALUES (?1, ?2)
+             ON CONFLICT (sender) DO UPDATE SET expiry = max(expiry, excluded.expiry)",
+            params![&r.key[..], i64_of(r.expiry)],
+        )?;
+    }
     tx.execute(
         "INSERT INTO replies_sent (at, domain, sender) VALUES (?1, ?2, ?3)",
         params![i64_of(r.at), &r.domain[..], &r.key[..]],

@@ -483,14 +483,16 @@ pub fn expected_decision(cfg: &PolicyConfig, s: &Signals, class: Class, view: &S
         (s.autoresponder_headers || s.report, Reason::Bulk),
         (class != Class::Support, Reason::Class),
         (view.unavailable, Reason::Store),
-        (view.answered_recently, Reason::Interval),
+        (view.answered_recently && !(cfg.new_topic_replies && view.new_topic), Reason::Interval),
         (
             view.replies_last_hour >= cfg.max_per_hour
                 || view.domain_replies_last_hour >= cfg.max_per_domain_per_hour,
             Reason::Cap,
         ),
     ];
-    rules.iter().find(|(hit, _)| *hit).map_or(Decision::Queued, |(_, r)| Decision::Suppressed(*r))
+    // Within the interval, a reply is one more for a new hot topic.
+    let queued = if view.answered_recently { Decision::QueuedNewTopic } else { Decision::Queued };
+    rules.iter().find(|(hit, _)| *hit).map_or(queued, |(_, r)| Decision::Suppressed(*r))
 }
 
 /// Checks `policy::decide` on one input: the rules' decision and reason; message rules before
@@ -499,9 +501,15 @@ pub fn check_policy(cfg: &PolicyConfig, s: &Signals, class: Class, view: &StateV
     let d = policy::decide(cfg, s, class, view);
     assert_eq!(d, expected_decision(cfg, s, class, view), "decide disagrees with the rules");
     let split = policy::message_rules(cfg, s, class).or_else(|| policy::state_rules(cfg, view));
-    assert_eq!(d, split.map_or(Decision::Queued, Decision::Suppressed));
+    let queued = if view.answered_recently { Decision::QueuedNewTopic } else { Decision::Queued };
+    assert_eq!(d, split.map_or(queued, Decision::Suppressed));
     match d {
         Decision::Queued => assert_eq!(d.header_value(), "queued"),
+        Decision::QueuedNewTopic => {
+            assert_eq!(d.header_value(), "queued (new-topic)");
+            assert!(cfg.new_topic_replies && view.new_topic && class == Class::Support);
+            assert!(view.replies_last_hour < cfg.max_per_hour && !view.unavailable);
+        }
         Decision::Suppressed(r) => assert_eq!(d.header_value(), format!("suppressed ({})", r.as_str())),
     }
     if d == Decision::Queued {
@@ -509,7 +517,7 @@ pub fn check_policy(cfg: &PolicyConfig, s: &Signals, class: Class, view: &StateV
         assert!(view.replies_last_hour < cfg.max_per_hour && !view.answered_recently && !view.unavailable);
     }
     // Monotonic: one more reason to suppress never turns a suppressed decision into a reply.
-    if d != Decision::Queued {
+    if !d.is_queued() {
         let flags: [fn(&mut Signals); 9] = [
             |s| s.auto_submitted = true,
             |s| s.precedence_bulk = true,
@@ -524,11 +532,7 @@ pub fn check_policy(cfg: &PolicyConfig, s: &Signals, class: Class, view: &StateV
         for f in flags {
             let mut more = s.clone();
             f(&mut more);
-            assert_ne!(
-                policy::decide(cfg, &more, class, view),
-                Decision::Queued,
-                "a further signal queued a reply"
-            );
+            assert!(!policy::decide(cfg, &more, class, view).is_queued(), "a further signal queued a reply");
         }
         let busier = StateView {
             replies_last_hour: view.replies_last_hour.saturating_add(1),
