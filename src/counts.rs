@@ -27,32 +27,48 @@ const MAX_PENDING_ROWS: usize = 100_000;
 /// What the milter hands over for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counted {
-    pub row: Row,
+    /// The day it was received.
+    pub day: u32,
+    /// The message's own row; None for a message that only tags reports (a Help Desk member's,
+    /// not a report).
+    pub row: Option<Row>,
     /// Who wrote it (None: nobody to count, such as a bounce with the null sender).
     pub writer: Option<Writer>,
     /// The ID of a WhisperBack report, recorded with its day.
     pub report: Option<String>,
+    /// (report ID, topic) tags given by a trusted member.
+    pub tags: Vec<(String, String)>,
 }
 
 impl Counted {
+    /// A message counted as itself.
+    pub fn message(row: Row, writer: Option<Writer>, report: Option<String>) -> Counted {
+        Counted { day: row.day, row: Some(row), writer, report, tags: Vec::new() }
+    }
+
     /// Adds this message to `batch`: its row, its writer in the week (at all, in its class, and
-    /// about each topic), its report.
+    /// about each topic), its report, its tags.
     fn add_to(self, batch: &mut Batch) {
-        if let Some(w) = &self.writer {
-            let week = Week::of_day(self.row.day).label();
+        if let (Some(w), Some(row)) = (&self.writer, &self.row) {
+            let week = Week::of_day(self.day).label();
             let mut add = |kind: &str, name: &str| {
                 batch.writers.insert((week.clone(), kind.to_string(), name.to_string(), w.clone()));
             };
             add("all", "");
-            add("class", &self.row.class);
-            for t in &self.row.topics {
+            add("class", &row.class);
+            for t in &row.topics {
                 add("topic", t);
             }
         }
         if let Some(id) = self.report {
-            batch.reports.entry(id).or_insert(self.row.day);
+            batch.reports.entry(id).or_insert(self.day);
         }
-        *batch.messages.entry(self.row).or_default() += 1;
+        for tag in self.tags {
+            batch.tags.entry(tag).or_insert(self.day);
+        }
+        if let Some(row) = self.row {
+            *batch.messages.entry(row).or_default() += 1;
+        }
     }
 }
 
@@ -201,11 +217,11 @@ mod tests {
 
     fn counted(at: u64, class: &str, topics: &[&str], writer: Option<&str>) -> Counted {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        Counted {
-            row: Row::new(at, class, &topics, false, "queued"),
-            writer: writer.map(|w| Writer::Sender(w.to_string())),
-            report: None,
-        }
+        Counted::message(
+            Row::new(at, class, &topics, false, "queued"),
+            writer.map(|w| Writer::Sender(w.to_string())),
+            None,
+        )
     }
 
     #[test]

@@ -26,5 +26,6 @@ pub mod reply_file;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod tagging;
 pub mod triage;
 pub mod watch;

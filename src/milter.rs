@@ -5,6 +5,7 @@
 //! limits, and the decision is a pure function. What they share with the rest of the daemon is
 //! in [`crate::live`].
 
+use crate::classify::Class;
 use crate::classify::Envelope;
 use crate::config::{Config, OnError};
 use crate::counts::{Counted, Row};
@@ -12,8 +13,10 @@ use crate::listener::MilterListener;
 use crate::live::{Live, ReplyJob};
 use crate::message::MessageData;
 use crate::metrics::{self, LostReply, MilterError};
+use crate::policy::Decision;
 use crate::reply_file::ReplyFile;
 use crate::store::Writer;
+use crate::tagging::Tagging;
 use crate::triage::{self, Assessment, HeaderChange, Triage, TriageError};
 use bytes::Bytes;
 use indymilter::{
@@ -254,8 +257,11 @@ async fn eom(live: Arc<Live>, cx: &mut EomContext<Session>) -> Status {
         metrics::milter_error(MilterError::HeaderChange);
         return status_for(on_error);
     }
+    let discard = matches!(triage.tagging, Tagging::Tag { .. })
+        && txn.config.helpdesk.tag_messages == crate::config::TagMessages::Discard;
     hand_off(&live, &qid, txn.config, reply_file, triage, now);
-    Status::Accept
+    // A tag is all such a message is for, when the Help Desk wants it so.
+    if discard { Status::Discard } else { Status::Accept }
 }
 
 /// After the header changes: the log line, the counts, the metrics and the reply job. Only
@@ -287,22 +293,35 @@ fn hand_off(
 }
 
 /// Hands a triaged message's row to the statistics writer: a send on a channel, no I/O here.
+/// A message that tags reports is counted as its tags only: it is a Help Desk member's.
 fn count(live: &Live, config: &Config, t: &Triage, now: u64) {
     let (Some(class), Some(counts)) = (t.class, &live.counts) else { return };
     if !config.stats.enabled {
         return;
     }
-    let decision = t.decision.map(|d| d.header_value()).unwrap_or_default();
-    let row = Row::new(now, class.as_str(), &t.topics, t.signals.encrypted, &decision);
-    // A report is one writer (its sender is a dummy); a null sender is nobody to count.
-    let report = t.signals.report_id.clone().filter(|_| class == crate::classify::Class::Whisperback);
-    let writer = match &report {
-        Some(id) => Some(Writer::Report(id.clone())),
-        None if t.signals.null_sender => None,
-        None => Some(Writer::Sender(crate::address::canonical_sender(&t.signals.sender))),
+    let counted = match &t.tagging {
+        Tagging::Tag { reports, topics } => Counted {
+            day: crate::calendar::day_of_unix(now),
+            row: None,
+            writer: None,
+            report: None,
+            tags: reports.iter().flat_map(|r| topics.iter().map(move |t| (r.clone(), t.clone()))).collect(),
+        },
+        _ => {
+            let decision = t.decision.map(|d| d.header_value()).unwrap_or_default();
+            let row = Row::new(now, class.as_str(), &t.topics, t.signals.encrypted, &decision);
+            // A report is one writer (its sender is a dummy); a null sender is nobody to count.
+            let report = t.signals.report_id.clone().filter(|_| class == Class::Whisperback);
+            let writer = match &report {
+                Some(id) => Some(Writer::Report(id.clone())),
+                None if t.signals.null_sender => None,
+                None => Some(Writer::Sender(crate::address::canonical_sender(&t.signals.sender))),
+            };
+            Counted::message(row, writer, report)
+        }
     };
     // A closed channel means the daemon is stopping; the count is then lost, the mail is not.
-    let _ = counts.send(Counted { row, writer, report });
+    let _ = counts.send(counted);
 }
 
 /// Applies the header changes in order.
@@ -330,19 +349,37 @@ pub async fn apply(
 
 /// One line per message at info level: queue ID, class and decisions; never an address or Subject.
 fn log_outcome(qid: &str, t: &Triage) {
-    match t.class {
-        None => debug!(queue_id = %qid, "not for the help desk; untouched"),
-        Some(class) => info!(
-            queue_id = %qid,
-            class = %class,
-            priority = class.priority().as_str(),
-            encrypted = t.signals.encrypted,
-            tags = t.signals.tags.len(),
-            topics = %t.topics.join(","),
-            autoreply = %t.decision.map(|d| d.header_value()).unwrap_or_default(),
-            forged_removed = t.removed(),
-            truncated = t.signals.truncated,
-            "triaged"
-        ),
+    let Some(class) = t.class else {
+        debug!(queue_id = %qid, "not for the help desk; untouched");
+        return;
+    };
+    // Every value one token, written alike, so that the fields read (and parse) the same way.
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let (autoreply, reason) = match t.decision {
+        Some(Decision::Queued) => ("queued", "-"),
+        Some(Decision::QueuedNewTopic) => ("queued", "new-topic"),
+        Some(Decision::Suppressed(r)) => ("suppressed", r.as_str()),
+        None => ("-", "-"),
+    };
+    let topics = if t.topics.is_empty() { "-".to_string() } else { t.topics.join(",") };
+    info!(
+        queue_id = %qid,
+        class = %class,
+        priority = %class.priority().as_str(),
+        encrypted = %yes_no(t.signals.encrypted),
+        subject_tags = %t.signals.tags.len(),
+        topics = %topics,
+        autoreply = %autoreply,
+        reason = %reason,
+        forged_removed = %t.removed(),
+        truncated = %yes_no(t.signals.truncated),
+        "triaged"
+    );
+    match &t.tagging {
+        Tagging::Tag { reports, topics } => {
+            info!(queue_id = %qid, reports = %reports.len(), topics = %topics.join(","), "reports tagged")
+        }
+        Tagging::Untrusted => info!(queue_id = %qid, "tag ignored: the sender is not a trusted member"),
+        Tagging::None => {}
     }
 }

@@ -56,10 +56,12 @@ pub enum Reason {
     Cap,
     /// The state store cannot be used: no reply rather than a possible duplicate (F15).
     Store,
+    /// A trusted member's message that tags a WhisperBack report: not a request.
+    Tag,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Disabled,
         Reason::NullSender,
         Reason::InvalidSender,
@@ -81,6 +83,7 @@ impl Reason {
         Reason::Interval,
         Reason::Cap,
         Reason::Store,
+        Reason::Tag,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +109,7 @@ impl Reason {
             Reason::Interval => "interval",
             Reason::Cap => "cap",
             Reason::Store => "store",
+            Reason::Tag => "tag",
         }
     }
 }

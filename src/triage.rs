@@ -11,6 +11,7 @@ use crate::policy::{self, Decision};
 use crate::reply::{self, ReplyRequest};
 use crate::reply_file::ReplyFile;
 use crate::state::{ReplyState, Reservation, Topics};
+use crate::tagging::{self, Tagging};
 use mail_parser::{HeaderName, HeaderValue, Message};
 use std::fmt;
 
@@ -58,6 +59,8 @@ pub struct Triage {
     pub decision: Option<Decision>,
     /// The reply to send, with its reservation in the state, when the decision is `queued`.
     pub reply: Option<(ReplyRequest, Reservation)>,
+    /// What the message asks of the tags of WhisperBack reports.
+    pub tagging: Tagging,
 }
 
 impl Triage {
@@ -122,6 +125,8 @@ pub enum Assessment {
 /// A message for the Help Desk, classified, its message rules applied.
 pub struct Assessed {
     header_prefix: String,
+    /// The Help Desk's settings, for the Message-ID given to a WhisperBack report.
+    helpdesk: crate::config::HelpdeskConfig,
     /// The forged headers to remove: name and instance count.
     prefixed: Vec<(Vec<u8>, usize)>,
     class: Class,
@@ -129,6 +134,7 @@ pub struct Assessed {
     topics: Vec<String>,
     /// The decision of the message rules, if they decided.
     decision: Option<Decision>,
+    tagging: Tagging,
     /// When the message rules passed: what the state must decide about, and the reply to send
     /// if it reserves one.
     pub pending: Option<Pending>,
@@ -173,9 +179,13 @@ pub fn assess(
         _ => Vec::new(),
     };
 
-    // Without a reply file there is nothing to send: as if replies were switched off.
+    let tagging = tagging::tagging(h, reply_file, env, &signals);
+    // Without a reply file there is nothing to send: as if replies were switched off. A tag is
+    // no request.
     let decision = if reply_file.is_none() {
         Some(Decision::Suppressed(policy::Reason::Disabled))
+    } else if matches!(tagging, Tagging::Tag { .. }) {
+        Some(Decision::Suppressed(policy::Reason::Tag))
     } else {
         policy::message_rules(&cfg.policy, &signals, class).map(Decision::Suppressed)
     };
@@ -187,11 +197,13 @@ pub fn assess(
     });
     Ok(Assessment::Ours(Box::new(Assessed {
         header_prefix: h.header_prefix.clone(),
+        helpdesk: h.clone(),
         prefixed: data.prefixed_headers().to_vec(),
         class,
         signals,
         topics,
         decision,
+        tagging,
         pending,
     })))
 }
@@ -212,18 +224,19 @@ impl Triage {
             topics: Vec::new(),
             decision: None,
             reply: None,
+            tagging: Tagging::None,
         }
     }
 }
 
 impl Assessed {
     /// The header changes, once the state decided (`state` is None when the message rules had).
-    pub fn finish(self, state: Option<(Decision, Option<Reservation>)>) -> Triage {
+    pub fn finish(mut self, state: Option<(Decision, Option<Reservation>)>) -> Triage {
         let mut reply = None;
         let decision = match (self.decision, state) {
             (Some(d), _) => d,
             (None, Some((d, reservation))) => {
-                if let (Some(r), Some(mut p)) = (reservation, self.pending) {
+                if let (Some(r), Some(mut p)) = (reservation, self.pending.take()) {
                     // One more reply leads with the new topics it is sent for.
                     if !r.first {
                         p.request.topics = r.topics.clone();
@@ -234,14 +247,7 @@ impl Assessed {
             }
             (None, None) => Decision::Suppressed(policy::Reason::Class),
         };
-        let changes = header_changes(
-            &self.header_prefix,
-            &self.prefixed,
-            self.class,
-            &self.signals,
-            &self.topics,
-            decision,
-        );
+        let changes = header_changes(&self, decision);
         Triage {
             class: Some(self.class),
             signals: self.signals,
@@ -249,43 +255,58 @@ impl Assessed {
             topics: self.topics,
             decision: Some(decision),
             reply,
+            tagging: self.tagging,
         }
     }
 }
 
 /// The forged headers removed, then ours added, in the order they are applied.
-fn header_changes(
-    p: &str,
-    prefixed: &[(Vec<u8>, usize)],
-    class: Class,
-    signals: &Signals,
-    topics: &[String],
-    decision: Decision,
-) -> Vec<HeaderChange> {
+fn header_changes(a: &Assessed, decision: Decision) -> Vec<HeaderChange> {
     let mut changes = Vec::new();
-    for (name, count) in prefixed {
+    for (name, count) in &a.prefixed {
         // Highest index first, so that each deletion leaves the lower indexes in place.
         for index in (1..=*count).rev() {
             changes.push(HeaderChange::Delete { name: name.clone(), index });
         }
     }
+    let p = &a.header_prefix;
     let mut add =
         |suffix: &str, value: String| changes.push(HeaderChange::Add { name: format!("{p}{suffix}"), value });
-    add("Class", class.as_str().into());
-    add("Priority", class.priority().as_str().into());
-    if class == Class::Whisperback
-        && let Some(id) = &signals.report_id
+    add("Class", a.class.as_str().into());
+    add("Priority", a.class.priority().as_str().into());
+    if a.class == Class::Whisperback
+        && let Some(id) = &a.signals.report_id
     {
         add("Report-Id", format!("wb:{id}"));
     }
-    add("Encrypted", if signals.encrypted { "yes" } else { "no" }.into());
-    if !signals.tags.is_empty() {
-        add("Tags", signals.tags.join(", "));
+    add("Encrypted", if a.signals.encrypted { "yes" } else { "no" }.into());
+    if !a.signals.tags.is_empty() {
+        add("Tags", a.signals.tags.join(", "));
     }
-    if !topics.is_empty() {
-        add("Topic", topics.join(", "));
+    if !a.topics.is_empty() {
+        add("Topic", a.topics.join(", "));
+    }
+    if let Tagging::Tag { reports, topics } = &a.tagging {
+        let reports: Vec<String> = reports.iter().map(|r| format!("wb:{r}")).collect();
+        add("Tagged", format!("{} {}", reports.join(" "), topics.join(", ")));
     }
     add("Autoreply", decision.header_value());
+    // A Message-ID derived from the report ID makes every reply to the report name it in clear,
+    // even with an encrypted Subject (see tagging). WhisperBack sends none; one that a relay or
+    // Postfix added is replaced (it names nothing that anyone replied to yet).
+    if a.class == Class::Whisperback
+        && let Some(id) = &a.signals.report_id
+    {
+        let value = tagging::report_message_id(&a.helpdesk, id);
+        let bare = |v: &str| v.trim().trim_start_matches('<').trim_end_matches('>').to_ascii_lowercase();
+        let ours = a.signals.message_ids.len() == 1 && bare(&a.signals.message_ids[0]) == bare(&value);
+        if !ours {
+            for index in (1..=a.signals.message_ids.len()).rev() {
+                changes.push(HeaderChange::Delete { name: b"Message-ID".to_vec(), index });
+            }
+            changes.push(HeaderChange::Add { name: "Message-ID".into(), value });
+        }
+    }
     changes
 }
 
@@ -407,8 +428,21 @@ mod tests {
                 "X-HelpDesk-Report-Id: wb:4ffd523ac6b83288ba219a6a55f4971b",
                 "X-HelpDesk-Encrypted: yes",
                 "X-HelpDesk-Autoreply: suppressed (disabled)",
+                "Message-ID: <whisperback.4ffd523ac6b83288ba219a6a55f4971b@tails.net>",
             ]
         );
+        // A Message-ID that a relay added is replaced: replies must name the report.
+        let relayed = format!("Message-ID: <20261201.ABC@relay.example>\n{raw}");
+        let t = run("devnull@tails.boum.org", &["support@tails.net"], &relayed);
+        let l = lines(&t);
+        assert_eq!(
+            &l[l.len() - 2..],
+            ["-Message-ID", "Message-ID: <whisperback.4ffd523ac6b83288ba219a6a55f4971b@tails.net>"]
+        );
+        // Already the report's own (a second pass through the milter): left as it is.
+        let own = format!("Message-ID: <whisperback.4ffd523ac6b83288ba219a6a55f4971b@tails.net>\n{raw}");
+        let t = run("devnull@tails.boum.org", &["support@tails.net"], &own);
+        assert!(!lines(&t).iter().any(|l| l.contains("Message-ID")), "{:?}", lines(&t));
     }
 
     #[test]

@@ -233,8 +233,16 @@ fn every_class_arrives_with_the_documented_headers_and_classify_agrees() {
 
         // classify, on the message as it was sent, prints the changes the live path made.
         let printed = daemon.classify(&c.message, c.sender, c.rcpts);
-        let added: Vec<&String> = printed.iter().filter(|l| !l.starts_with('-')).collect();
-        let removed = printed.iter().filter(|l| l.starts_with('-')).count();
+        // The triage headers, and the forged ones removed (a report's Message-ID is below).
+        let ours = |l: &&String| l.trim_start_matches('-').to_ascii_lowercase().starts_with(PREFIX);
+        let added: Vec<&String> = printed.iter().filter(ours).filter(|l| !l.starts_with('-')).collect();
+        let removed = printed.iter().filter(ours).filter(|l| l.starts_with('-')).count();
+        if c.name == "whisperback" {
+            // Its own Message-ID, in place of the one the rig's Postfix gave it (a local client).
+            let own = format!("Message-ID: <whisperback.{}@tails.net>", "4ffd523ac6b83288ba219a6a55f4971b");
+            assert!(printed.contains(&own), "{printed:?}");
+            assert_eq!(m.header("Message-ID"), vec![own.trim_start_matches("Message-ID: ").to_string()]);
+        }
         let sent_prefixed = String::from_utf8_lossy(&c.message)
             .lines()
             .filter(|l| l.to_ascii_lowercase().starts_with(PREFIX))

@@ -313,9 +313,43 @@ async fn whisperback_report_over_the_protocol() {
             add("X-HelpDesk-Report-Id", "wb:4ffd523ac6b83288ba219a6a55f4971b"),
             add("X-HelpDesk-Encrypted", "yes"),
             add("X-HelpDesk-Autoreply", "suppressed (class)"),
+            // WhisperBack sends none: replies to the report name it by this one.
+            add("Message-ID", "<whisperback.4ffd523ac6b83288ba219a6a55f4971b@tails.net>"),
         ]
     );
     assert!(m.replies().is_empty(), "never a reply to WhisperBack");
+    m.stop().await;
+}
+
+/// Issue 13, point 4: with a login on this host ({auth_authen}), a reply to a report sent to
+/// `support+TOPIC@` files it under the topic; without one, the same message is an ordinary one.
+#[tokio::test]
+async fn a_logged_in_member_tags_a_report_by_mail() {
+    let m = Milter::start("").await;
+    let mut conn = m.connect().await;
+    let reference = "<whisperback.4ffd523ac6b83288ba219a6a55f4971b@tails.net>";
+    let headers = [
+        ("From", "Member <member@tails.net>"),
+        ("To", "support+wifi-realtek@tails.net"),
+        ("Subject", "..."),
+        ("In-Reply-To", reference),
+        ("References", reference),
+    ];
+    let rcpt = ["<support+wifi-realtek@tails.net>"];
+    let (untrusted, _) = transaction(&mut conn, "<member@tails.net>", &rcpt, &headers, b"x").await;
+    assert!(
+        !untrusted.iter().any(
+            |a| matches!(a, EomAction::AddHeader { name, .. } if name.to_str() == Ok("X-HelpDesk-Tagged"))
+        )
+    );
+    conn.macros(MacroStage::Mail, [("{auth_authen}", "member")]).await.unwrap();
+    let (tagged, _) = transaction(&mut conn, "<member@tails.net>", &rcpt, &headers, b"x").await;
+    assert!(
+        tagged.contains(&add("X-HelpDesk-Tagged", "wb:4ffd523ac6b83288ba219a6a55f4971b wifi-realtek")),
+        "{tagged:?}"
+    );
+    assert!(tagged.contains(&add("X-HelpDesk-Autoreply", "suppressed (tag)")), "{tagged:?}");
+    conn.close().await.unwrap();
     m.stop().await;
 }
 

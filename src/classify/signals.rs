@@ -74,6 +74,11 @@ pub struct Signals {
     pub addressed: bool,
     /// Whether the header or body limit cut the message short.
     pub truncated: bool,
+    /// The Message-ID fields of the message, unfolded (WhisperBack sends none; a relay or
+    /// Postfix may add one).
+    pub message_ids: Vec<String>,
+    /// The message IDs of In-Reply-To and References, without angle brackets.
+    pub references: Vec<String>,
 }
 
 /// The ID in a WhisperBack Subject, `Bug report: <1-32 hex digits>`, anything before it allowed
@@ -108,10 +113,7 @@ fn is_addressed(cfg: &HelpdeskConfig, msg: &Message<'_>) -> bool {
         HeaderName::ResentCc,
         HeaderName::ResentBcc,
     ];
-    let ours = |a: &str| {
-        let a = address::normalize(a);
-        cfg.addresses.contains(&a) || cfg.aliases.contains(&a)
-    };
+    let ours = |a: &str| cfg.is_address(a) || cfg.aliases.contains(&address::normalize(a));
     msg.headers().iter().filter(|h| FIELDS.contains(&h.name)).any(|h| match &h.value {
         HeaderValue::Address(addr) => addr.iter().any(|a| a.address().is_some_and(ours)),
         _ => false,
@@ -219,6 +221,14 @@ impl Signals {
                 .any(|t| ["all", "autoreply", "oof"].contains(&t.trim().to_ascii_lowercase().as_str()))
         });
         self.x_loop = texts(msg, "X-Loop");
+        self.message_ids = texts(msg, "Message-ID");
+        for v in [msg.in_reply_to(), msg.references()] {
+            match v {
+                HeaderValue::Text(t) => self.references.push(t.to_string()),
+                HeaderValue::TextList(l) => self.references.extend(l.iter().map(|t| t.to_string())),
+                _ => {}
+            }
+        }
         self.addressed = is_addressed(cfg, msg);
         if let Some(subject) = &self.subject {
             self.report_id = whisperback_report_id(subject);
@@ -234,6 +244,13 @@ impl Signals {
         self.team_sender
             && ((cfg.team_trust.sasl && self.sasl_authenticated)
                 || (cfg.team_trust.dkim && self.team_dkim_verified))
+    }
+
+    /// Whether the message comes from a trusted Help Desk member, who may tag WhisperBack
+    /// reports: a SASL-authenticated submission on this host, or a team sender with a trusted
+    /// verifier's DKIM pass for its From: domain.
+    pub fn trusted_member(&self, _cfg: &HelpdeskConfig) -> bool {
+        self.sasl_authenticated || (self.team_sender && self.team_dkim_verified)
     }
 
     /// The first sign that the message is machine-made, if any.

@@ -17,7 +17,6 @@ pub use crate::address::DEFAULT_ROLE_SENDERS;
 pub use model::*;
 pub use validate::parse_mailbox;
 
-use crate::address;
 use crate::diagnostic::{Collector, Diagnostic, Diagnostics};
 use std::path::Path;
 
@@ -50,10 +49,10 @@ impl Config {
         Config::parse(path, "").expect("the defaults are valid")
     }
 
-    /// Whether `addr` (any case, with or without angle brackets) is a Help Desk address.
+    /// Whether `addr` (any case, with or without angle brackets, a subaddress such as
+    /// `support+wifi-realtek@`) is a Help Desk address.
     pub fn is_helpdesk_address(&self, addr: &str) -> bool {
-        let a = address::normalize(addr);
-        self.helpdesk.addresses.contains(&a)
+        self.helpdesk.is_address(addr)
     }
 }
 

@@ -200,6 +200,50 @@ pub struct HelpdeskConfig {
     pub team_trust: TeamTrust,
     /// Lowercased authserv-ids whose Authentication-Results are trusted.
     pub trusted_authserv_ids: Vec<String>,
+    /// Postfix's `recipient_delimiter`: `support+wifi-realtek@` is a Help Desk address whose
+    /// detail names a topic. Empty: no subaddresses.
+    pub recipient_delimiter: String,
+    /// What becomes of a trusted member's message that tags a WhisperBack report.
+    pub tag_messages: TagMessages,
+}
+
+/// What becomes of a message that tags WhisperBack reports, once the tags are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagMessages {
+    /// Delivered to the Help Desk's mailbox with its triage headers, as any message.
+    Deliver,
+    /// Discarded: the tag is all it was for.
+    Discard,
+}
+
+impl HelpdeskConfig {
+    /// `addr` normalised, without the detail of a subaddress (`support+x@` -> `support@`).
+    pub fn base_address(&self, addr: &str) -> String {
+        let a = crate::address::normalize(addr);
+        let Some(d) = self.recipient_delimiter.chars().next() else { return a };
+        match crate::address::split(&a) {
+            Some((local, domain)) if local.contains(d) => {
+                format!("{}@{domain}", local.split(d).next().unwrap_or(local))
+            }
+            _ => a,
+        }
+    }
+
+    /// Whether `addr` (any case, angle brackets, a subaddress) is a Help Desk address.
+    pub fn is_address(&self, addr: &str) -> bool {
+        self.addresses.contains(&self.base_address(addr))
+    }
+
+    /// The detail of a Help Desk subaddress: `wifi-realtek` for `support+wifi-realtek@`.
+    pub fn detail(&self, addr: &str) -> Option<String> {
+        let d = self.recipient_delimiter.chars().next()?;
+        if !self.is_address(addr) {
+            return None;
+        }
+        let a = crate::address::normalize(addr);
+        let (local, _) = crate::address::split(&a)?;
+        local.split_once(d).map(|(_, detail)| detail.to_string()).filter(|x| !x.is_empty())
+    }
 }
 
 /// How replies reach the relay: one group, since the outbox's sender is started with all of it

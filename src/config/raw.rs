@@ -72,6 +72,8 @@ pub(super) struct RawHelpdesk {
     /// Replaced by team_trust: `true` still means `team_trust = ["dkim"]`, `false` is the default.
     pub team_require_dkim: Option<Spanned<bool>>,
     pub trusted_authserv_ids: Vec<Spanned<String>>,
+    pub recipient_delimiter: Spanned<String>,
+    pub tag_messages: Spanned<String>,
 }
 
 impl Default for RawHelpdesk {
@@ -88,6 +90,8 @@ impl Default for RawHelpdesk {
             team_trust: None,
             team_require_dkim: None,
             trusted_authserv_ids: Vec::new(),
+            recipient_delimiter: u("+".into()),
+            tag_messages: u("deliver".into()),
         }
     }
 }

@@ -231,3 +231,19 @@ fn the_state_backend_is_this_hosts_file_or_a_postgresql_url_without_a_password()
         assert_eq!(e.0[0].line, 2, "{text}");
     }
 }
+
+#[test]
+fn subaddresses_of_the_help_desk_are_its_own_and_carry_a_detail() {
+    let c = parse("").unwrap();
+    assert!(c.is_helpdesk_address("<Support+WiFi-Realtek@Tails.net>"));
+    assert_eq!(c.helpdesk.detail("support+wifi-realtek@tails.net").as_deref(), Some("wifi-realtek"));
+    assert_eq!(c.helpdesk.detail("support@tails.net"), None);
+    assert_eq!(c.helpdesk.detail("other+x@tails.net"), None);
+    assert_eq!(c.helpdesk.tag_messages, TagMessages::Deliver);
+    let c = parse("[helpdesk]\nrecipient_delimiter = \"\"\ntag_messages = \"discard\"").unwrap();
+    assert!(!c.is_helpdesk_address("support+x@tails.net"));
+    assert_eq!(c.helpdesk.tag_messages, TagMessages::Discard);
+    for bad in ["recipient_delimiter = \"++\"", "recipient_delimiter = \"@\"", "tag_messages = \"drop\""] {
+        assert_eq!(parse(&format!("[helpdesk]\n{bad}")).unwrap_err().0[0].line, 2, "{bad}");
+    }
+}

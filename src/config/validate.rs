@@ -213,7 +213,27 @@ impl Validator<'_> {
             role_senders,
             team_trust,
             trusted_authserv_ids,
+            recipient_delimiter: self.delimiter(&h.recipient_delimiter),
+            tag_messages: match h.tag_messages.get_ref().trim() {
+                "deliver" => TagMessages::Deliver,
+                "discard" => TagMessages::Discard,
+                _ => {
+                    self.error(&h.tag_messages, "helpdesk.tag_messages is \"deliver\" or \"discard\"");
+                    TagMessages::Deliver
+                }
+            },
         }
+    }
+
+    /// One character that cannot be part of an address's domain, as Postfix's `recipient_delimiter`.
+    fn delimiter(&mut self, d: &Spanned<String>) -> String {
+        let v = d.get_ref().trim();
+        let ok = v.is_empty() || (v.chars().count() == 1 && !v.contains(['@', '.', '"']) && v.is_ascii());
+        if !ok {
+            self.error(d, "helpdesk.recipient_delimiter is one character such as \"+\" (Postfix's recipient_delimiter), or \"\"");
+            return String::new();
+        }
+        v.to_string()
     }
 
     /// `team_trust`, or the key it replaces: `team_require_dkim = true` kept its meaning (DKIM

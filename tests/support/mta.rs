@@ -23,6 +23,9 @@ pub struct MtaConn {
     stream: BufReader<Box<dyn Io>>,
     out: Vec<u8>,
     opts: ProtoOpts,
+    /// The milter accepted the current message before its end (at DATA: it is not for the Help
+    /// Desk): as Postfix, send nothing more of it.
+    accepted: bool,
 }
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -43,7 +46,7 @@ impl MtaConn {
 
     /// Negotiates protocol version 6 and every action, offering `offered`.
     pub async fn open(stream: Box<dyn Io>, offered: ProtoOpts) -> MtaConn {
-        let mut c = MtaConn { stream: BufReader::new(stream), out: Vec::new(), opts: ProtoOpts::empty() };
+        let mut c = MtaConn { stream: BufReader::new(stream), out: Vec::new(), opts: ProtoOpts::empty(), accepted: false };
         c.send(Command::OptNeg(OptNegPayload {
             version: PROTOCOL_VERSION,
             actions: Actions::all(),
@@ -111,11 +114,22 @@ impl MtaConn {
         self.macros(MacroStage::Rcpt, &[("{rcpt_addr}", rcpt)]).await;
         let rcpt = EnvAddrPayload { args: vec![cstr(&format!("<{rcpt}>"))] };
         expect_continue(self.step(Command::Rcpt(rcpt), ProtoOpts::NO_RCPT, ProtoOpts::NOREPLY_RCPT).await);
-        expect_continue(self.step(Command::Data, ProtoOpts::NO_DATA, ProtoOpts::NOREPLY_DATA).await);
+        match self.step(Command::Data, ProtoOpts::NO_DATA, ProtoOpts::NOREPLY_DATA).await {
+            Some(Reply::Accept) => self.accepted = true,
+            r => expect_continue(r),
+        }
+    }
+
+    /// Whether the milter accepted the current message at DATA (nothing more is sent of it).
+    pub fn accepted_early(&self) -> bool {
+        self.accepted
     }
 
     /// One header field as raw bytes (any bytes but NUL: Postfix sends C strings), value as sent.
     pub async fn header_bytes(&mut self, name: &[u8], value: &[u8]) {
+        if self.accepted {
+            return;
+        }
         let c = |b: &[u8]| CString::new(b).expect("no NUL in a header field sent over the milter protocol");
         let h = Command::Header(HeaderPayload { name: c(name), value: c(value) });
         expect_continue(self.step(h, ProtoOpts::NO_HEADER, ProtoOpts::NOREPLY_HEADER).await);
@@ -123,12 +137,18 @@ impl MtaConn {
 
     /// End of header.
     pub async fn eoh(&mut self) {
+        if self.accepted {
+            return;
+        }
         expect_continue(self.step(Command::Eoh, ProtoOpts::NO_EOH, ProtoOpts::NOREPLY_EOH).await);
     }
 
     /// Body chunks of at most 65535 bytes, as Postfix sends them; stops when the milter says
     /// Skip. Returns whether it did.
     pub async fn body(&mut self, body: &[u8]) -> bool {
+        if self.accepted {
+            return false;
+        }
         for chunk in body.chunks(65535) {
             let cmd = Command::BodyChunk(Bytes::copy_from_slice(chunk));
             match self.step(cmd, ProtoOpts::NO_BODY, ProtoOpts::NOREPLY_BODY).await {
@@ -141,6 +161,9 @@ impl MtaConn {
 
     /// End of message: the header changes asked for and the final reply.
     pub async fn eom(&mut self, qid: &str) -> (Vec<Reply>, Reply) {
+        if std::mem::take(&mut self.accepted) {
+            return (Vec::new(), Reply::Accept);
+        }
         self.macros(MacroStage::Eom, &[("i", qid)]).await;
         self.send(Command::BodyEnd(Bytes::new())).await;
         let mut actions = Vec::new();
