@@ -136,10 +136,20 @@ fn an_edit_of_the_reply_file_is_live_and_an_invalid_edit_is_refused() {
     .unwrap();
     daemon.wait_log("reply file refused", 1);
     assert!(daemon.log().contains("reply.toml:"), "the refusal names file and line:\n{}", daemon.log());
+    // The refusal names the revision that stays in use (issue 12, point 13).
+    let v2 =
+        helpdesk_milter::reply_file::ReplyFile::parse(&file, &text.replace("Test reply v1", "Test reply v2"))
+            .unwrap()
+            .revision;
+    assert!(daemon.log().contains(&format!("revision {v2} stays in use")), "{}", daemon.log());
     rig.send(Some("carol@example.org"), &[HELPDESK], &request("carol@example.org", "q2", "hello")).unwrap();
     let r = wait_replies(&rig, 2, &daemon);
     assert!(r.iter().all(|m| m.header("Subject") != vec!["Test reply v3"]));
     assert_eq!(r.iter().filter(|m| m.header("Subject") == vec!["Test reply v2"]).count(), 2);
+    // A valid version after the refused one says so.
+    std::fs::write(&tmp, text.replace("Test reply v1", "Test reply v4")).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    daemon.wait_log("a valid version replaces the refused one", 1);
 }
 
 /// An smtp-sink the test starts and stops: a relay that can be down.

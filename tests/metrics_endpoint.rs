@@ -402,6 +402,12 @@ fn counts_what_was_sent_in_valid_prometheus_text() {
     replace(&reply, &v2);
     d.wait_log("reloaded (revision", 1);
     scrape_until(port, "one reply-file reload", |s| s.value(&m("reply_file_reloads_total"), &[]) == 1.0);
+    // SIGHUP with the file unchanged: the configuration reloads, but no new version is counted
+    // (issue 12, point 13; SIGHUP counted every install before).
+    d.signal("HUP");
+    let s = scrape_until(port, "a configuration reload", |s| s.value(&m("config_reloads_total"), &[]) == 1.0);
+    assert_eq!(s.value(&m("reply_file_reloads_total"), &[]), 1.0, "an unchanged file is no new version");
+    assert_eq!(d.log().matches("reloaded (revision").count(), 1, "{}", d.log());
     replace(&reply, "default_language = [\n");
     d.wait_log("reply file refused", 1);
     let s = scrape_until(port, "one refusal", |s| s.value(&m("reply_file_refusals_total"), &[]) == 1.0);
@@ -410,8 +416,8 @@ fn counts_what_was_sent_in_valid_prometheus_text() {
     // SIGHUP: the configuration reloads; the reply file, still broken, is refused again.
     d.signal("HUP");
     d.wait_log("reply file refused", 2);
-    let s = scrape_until(port, "one configuration reload", |s| {
-        s.value(&m("config_reloads_total"), &[]) == 1.0
+    let s = scrape_until(port, "a second configuration reload", |s| {
+        s.value(&m("config_reloads_total"), &[]) == 2.0
             && s.value(&m("reply_file_refusals_total"), &[]) == 2.0
     });
     assert_eq!(s.value(&m("reply_file_reloads_total"), &[]), 1.0);
@@ -424,7 +430,7 @@ fn counts_what_was_sent_in_valid_prometheus_text() {
     d.wait_log("configuration not reloaded", 1);
     let s =
         scrape_until(port, "one configuration refusal", |s| s.value(&m("config_refusals_total"), &[]) == 1.0);
-    assert_eq!(s.value(&m("config_reloads_total"), &[]), 1.0);
+    assert_eq!(s.value(&m("config_reloads_total"), &[]), 2.0);
 
     // With nothing happening, the oldest entry's age still moves (the periodic scan).
     let before = s.value(&m("outbox_oldest_age_seconds"), &[]);

@@ -46,7 +46,12 @@ impl MtaConn {
 
     /// Negotiates protocol version 6 and every action, offering `offered`.
     pub async fn open(stream: Box<dyn Io>, offered: ProtoOpts) -> MtaConn {
-        let mut c = MtaConn { stream: BufReader::new(stream), out: Vec::new(), opts: ProtoOpts::empty(), accepted: false };
+        let mut c = MtaConn {
+            stream: BufReader::new(stream),
+            out: Vec::new(),
+            opts: ProtoOpts::empty(),
+            accepted: false,
+        };
         c.send(Command::OptNeg(OptNegPayload {
             version: PROTOCOL_VERSION,
             actions: Actions::all(),
