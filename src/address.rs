@@ -154,8 +154,9 @@ fn is_domain_name(domain: &str) -> bool {
         && labels.last().is_some_and(|tld| !tld.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// The key under which a sender is remembered (F13): lowercase, BATV tag removed, SRS decoded,
-/// so that the same person is recognised behind forwarders and bounce-address tagging.
+/// The key under which a sender is remembered (doc/reply-rules.md, `interval`): lowercase, BATV
+/// tag removed, SRS decoded, so that the same person is recognised behind forwarders and
+/// bounce-address tagging.
 pub fn canonical_sender(sender: &str) -> String {
     let a = normalize(sender);
     let Some((local, domain)) = split(&a) else { return a };

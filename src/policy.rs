@@ -1,9 +1,9 @@
 //! The reply policy: whether a message gets the standard reply, and if not, why.
 //!
 //! A pure function of the message's signals and a view of the state (who was answered, how many
-//! replies went out this hour), so that every rule is unit-tested on plain data. The rules are
-//! those of `autoreply-rules.md` (RFC 3834, RFC 5230 and the best responders): every suppress
-//! rule is evaluated and the first reason in a fixed order is recorded.
+//! replies went out this hour), so that every rule is unit-tested on plain data. The rules, their
+//! sources and their tests are the table of `doc/reply-rules.md`: every suppress rule is
+//! evaluated and the first reason in its order is recorded.
 
 use crate::classify::{Class, Signals};
 pub use crate::config::PolicyConfig;
@@ -14,31 +14,31 @@ use std::fmt;
 pub enum Reason {
     /// Auto-replies are switched off.
     Disabled,
-    /// MAIL FROM:<> (F1): never answer a bounce.
+    /// MAIL FROM:<>: never answer a bounce.
     NullSender,
     /// The envelope sender is no deliverable Internet address (no domain, a single-label domain,
     /// an address literal, a malformed address): through the local relay a reply could reach a
     /// user of the mail host.
     InvalidSender,
-    /// An `Auto-Submitted` other than `no` (F2).
+    /// An `Auto-Submitted` other than `no`.
     AutoSubmitted,
-    /// `Precedence: bulk|list|junk|auto_reply` (F3).
+    /// `Precedence: bulk|list|junk|auto_reply`.
     Precedence,
-    /// A mailing-list header (F4).
+    /// A mailing-list header.
     List,
-    /// `X-Auto-Response-Suppress: All|AutoReply|OOF` (F5).
+    /// `X-Auto-Response-Suppress: All|AutoReply|OOF`.
     AutoResponseSuppress,
-    /// Our own loop marker, or `X-Loop: yes` (F6).
+    /// Our own loop marker, or `X-Loop: yes`.
     Loop,
-    /// mailer-daemon, noreply and other role senders (F7).
+    /// mailer-daemon, noreply and other role senders.
     RoleSender,
-    /// From our own address or a system address (F8).
+    /// From our own address or a system address.
     OwnAddress,
-    /// The Help Desk address is not in To/Cc/Bcc/Resent-* (F9).
+    /// The Help Desk address is not in To/Cc/Bcc/Resent-*.
     NotAddressed,
-    /// An upstream spam verdict (F10).
+    /// An upstream spam verdict.
     Spam,
-    /// Other responders' and bulk senders' markers, delivery reports (F11).
+    /// Other responders' and bulk senders' markers, delivery reports.
     Bulk,
     /// A delivery failure or delay notice that is not `multipart/report`.
     DeliveryFailure,
@@ -50,11 +50,11 @@ pub enum Reason {
     Challenge,
     /// Not a new support request (WhisperBack, follow-up, team, automated, spam).
     Class,
-    /// This sender was answered within the interval (F12).
+    /// This sender was answered within the interval.
     Interval,
-    /// The global or per-domain cap on replies per hour is reached (F16).
+    /// The global or per-domain cap on replies per hour is reached.
     Cap,
-    /// The state store cannot be used: no reply rather than a possible duplicate (F15).
+    /// The state store cannot be used: no reply rather than a possible duplicate.
     Store,
     /// A trusted member's message that tags a WhisperBack report: not a request.
     Tag,

@@ -145,7 +145,7 @@ proptest! {
     #[test]
     fn policy_invariants(
         (enabled, require_addressed, max_per_hour, max_per_domain) in (any::<bool>(), any::<bool>(), 1u32..5, 1u32..5),
-        (sender, from, flags, x_loop, class) in (address(), prop::option::of(address()), any::<u16>(),
+        (sender, from, flags, x_loop, class) in (address(), prop::option::of(address()), any::<u32>(),
             prop::collection::vec(prop_oneof![Just("yes".to_string()), Just(" Support@tails.NET ".to_string()), address()], 0..3),
             0usize..6),
         (answered_recently, replies_last_hour, domain_replies_last_hour, unavailable) in (any::<bool>(), 0u32..6, 0u32..6, any::<bool>()),
@@ -179,6 +179,11 @@ proptest! {
             role_sender: rare(5),
             spam: rare(6),
             auto_response_suppress: rare(7),
+            undeliverable_sender: rare(11),
+            delivery_failure: rare(12),
+            abuse_report: rare(13),
+            out_of_office: rare(14),
+            challenge: rare(15),
             addressed: bit(8) || bit(9),
             in_thread: bit(10),
             x_loop,

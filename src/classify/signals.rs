@@ -103,7 +103,7 @@ fn is_role(cfg: &HelpdeskConfig, addr: &str) -> bool {
     is_role_sender(&cfg.role_senders, &address::canonical_sender(addr))
 }
 
-/// Whether a Help Desk address or alias is among the recipients named in the header (F9).
+/// Whether a Help Desk address or alias is among the recipients named in the header (doc/reply-rules.md, `not-addressed`).
 fn is_addressed(cfg: &HelpdeskConfig, msg: &Message<'_>) -> bool {
     const FIELDS: [HeaderName<'static>; 6] = [
         HeaderName::To,

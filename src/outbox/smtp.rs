@@ -267,7 +267,7 @@ async fn transaction(
             Err(command_failure("the message", relay, StepError::Smtp(e)))
         }
         // No reply to the final dot: the relay may have queued the reply. A lost reply is
-        // preferred to a duplicate (reference rule F25), so this is not retried.
+        // preferred to a duplicate (doc/reply-rules.md, "When something fails"): not retried.
         Err(e) => Err(SendError::Permanent(format!(
             "relay {relay}: outcome unknown after the message was transmitted ({e}); not retried to avoid a duplicate"
         ))

@@ -459,7 +459,7 @@ fn check_reply_message(cfg: &Config, request: &reply::ReplyRequest) {
 // ---------------------------------------------------------------------------------------------
 // policy
 
-/// The suppress rules of autoreply-rules.md, written from the rules (not from src/policy.rs), in
+/// The reply rules of doc/reply-rules.md, written from its tables (not from src/policy.rs), in
 /// the order in which the first reason is recorded.
 pub fn expected_decision(cfg: &PolicyConfig, s: &Signals, class: Class, view: &StateView) -> Decision {
     let ours =
@@ -471,6 +471,7 @@ pub fn expected_decision(cfg: &PolicyConfig, s: &Signals, class: Class, view: &S
     let rules = [
         (!cfg.enabled, Reason::Disabled),
         (s.null_sender, Reason::NullSender),
+        (s.undeliverable_sender, Reason::InvalidSender),
         (s.auto_submitted, Reason::AutoSubmitted),
         (s.precedence_bulk, Reason::Precedence),
         (s.list_headers, Reason::List),
@@ -481,6 +482,10 @@ pub fn expected_decision(cfg: &PolicyConfig, s: &Signals, class: Class, view: &S
         (cfg.require_addressed && !s.addressed, Reason::NotAddressed),
         (s.spam, Reason::Spam),
         (s.autoresponder_headers || s.report, Reason::Bulk),
+        (s.delivery_failure, Reason::DeliveryFailure),
+        (s.abuse_report, Reason::AbuseReport),
+        (s.out_of_office, Reason::OutOfOffice),
+        (s.challenge, Reason::Challenge),
         (class != Class::Support, Reason::Class),
         (view.unavailable, Reason::Store),
         (view.answered_recently && !(cfg.new_topic_replies && view.new_topic), Reason::Interval),
@@ -518,7 +523,12 @@ pub fn check_policy(cfg: &PolicyConfig, s: &Signals, class: Class, view: &StateV
     }
     // Monotonic: one more reason to suppress never turns a suppressed decision into a reply.
     if !d.is_queued() {
-        let flags: [fn(&mut Signals); 9] = [
+        let flags: [fn(&mut Signals); 14] = [
+            |s| s.undeliverable_sender = true,
+            |s| s.delivery_failure = true,
+            |s| s.abuse_report = true,
+            |s| s.out_of_office = true,
+            |s| s.challenge = true,
             |s| s.auto_submitted = true,
             |s| s.precedence_bulk = true,
             |s| s.list_headers = true,
