@@ -1,6 +1,9 @@
-//! `stats`: the weekly report from the statistics store.
+//! `stats`: the weekly report from the statistics store, with the suggestions that the reply file
+//! named by the configuration calls for.
 
 use crate::config::Config;
+use crate::reply_file::ReplyFile;
+use crate::stats::{self, Count, Options, ReplyTopics, Week};
 use std::path::PathBuf;
 
 /// How `stats` prints its report.
@@ -9,6 +12,8 @@ pub enum StatsFormat {
     Table,
     Json,
     Csv,
+    /// The paragraph for the GitLab issue of each `--topic`.
+    Markdown,
 }
 
 /// What `stats` was asked for; None takes the configuration's setting.
@@ -19,17 +24,17 @@ pub struct StatsRequest {
     pub since: Option<String>,
     pub topics: Vec<String>,
     pub format: StatsFormat,
+    pub count: Count,
     pub plot: Option<PathBuf>,
     pub frequent_min: Option<u32>,
     pub frequent_weeks: Option<u32>,
+    pub stale_weeks: Option<u32>,
     /// `2026-11-21`: report as of that day instead of today (UTC).
     pub today: Option<String>,
 }
 
-/// `stats`: reads the statistics (read-only, while the daemon runs too), prints the report in the
-/// requested format and draws the chart if asked. Errors are one line for the user.
-pub fn stats(config: &Config, req: &StatsRequest) -> Result<String, String> {
-    use crate::stats::{self, Options, Week};
+/// The options of the report, every argument checked: errors are one line for the user.
+fn options(config: &Config, req: &StatsRequest) -> Result<Options, String> {
     let today = match &req.today {
         Some(d) => stats::parse_date(d)?,
         None => stats::today(),
@@ -53,11 +58,59 @@ pub fn stats(config: &Config, req: &StatsRequest) -> Result<String, String> {
             ));
         }
     }
-    let frequent_min = req.frequent_min.unwrap_or(config.stats.frequent_min);
-    let frequent_weeks = req.frequent_weeks.unwrap_or(config.stats.frequent_weeks);
-    if frequent_min == 0 || frequent_weeks == 0 {
-        return Err("--frequent-min and --frequent-weeks must be at least 1".into());
+    if req.format == StatsFormat::Markdown {
+        if req.topics.is_empty() {
+            return Err("--format markdown writes the paragraph of a topic's GitLab issue: give the topic with --topic ID".into());
+        }
+        if req.count == Count::Messages {
+            return Err("--format markdown counts people: leave out --count messages".into());
+        }
     }
+    let opts = Options {
+        first,
+        last,
+        topics: req.topics.clone(),
+        count: req.count,
+        frequent_min: req.frequent_min.unwrap_or(config.stats.frequent_min),
+        frequent_weeks: req.frequent_weeks.unwrap_or(config.stats.frequent_weeks),
+        stale_weeks: req.stale_weeks.unwrap_or(config.stats.stale_weeks),
+        today,
+    };
+    if opts.frequent_min == 0 || opts.frequent_weeks == 0 || opts.stale_weeks == 0 {
+        return Err("--frequent-min, --frequent-weeks and --stale-weeks must be at least 1".into());
+    }
+    Ok(opts)
+}
+
+/// The reply file's topics, or why they cannot be had, in one line.
+fn reply_topics(config: &Config) -> Result<ReplyTopics, String> {
+    match ReplyFile::load_configured(config) {
+        Ok(Some(file)) => Ok(ReplyTopics {
+            hot: file.hot_topics.clone(),
+            topics: file
+                .topics
+                .iter()
+                .map(|t| (t.id.clone(), !t.keywords.is_empty() || !t.language_keywords.is_empty()))
+                .collect(),
+        }),
+        Ok(None) => {
+            Err(format!("no reply file at {} (autoreply is off)", config.autoreply.reply_file.display()))
+        }
+        Err(d) => {
+            let first = d.0.first().map(|d| d.to_string()).unwrap_or_default();
+            let more = match d.0.len() {
+                0 | 1 => String::new(),
+                n => format!(" (and {} more problems: run helpdesk-milter check)", n - 1),
+            };
+            Err(format!("the reply file cannot be read: {first}{more}"))
+        }
+    }
+}
+
+/// `stats`: reads the statistics (read-only, while the daemon runs too), prints the report in the
+/// requested format and draws the chart if asked. Errors are one line for the user.
+pub fn stats(config: &Config, req: &StatsRequest) -> Result<String, String> {
+    let opts = options(config, req)?;
     let data = crate::store::sqlite::read_counts(&config.state.directory).map_err(|e| {
         let hint = if e.0.contains("unable to open") || e.0.contains("ermission") {
             " (run it as root or as the daemon's user)"
@@ -66,15 +119,15 @@ pub fn stats(config: &Config, req: &StatsRequest) -> Result<String, String> {
         };
         format!("{e}{hint}")
     })?;
-    let rows = data.messages;
-    let opts = Options { first, last, topics: req.topics.clone(), frequent_min, frequent_weeks, today };
-    let report = stats::report(&rows, &opts);
+    let file = reply_topics(config);
+    let report = stats::report(&data, &opts, file.as_ref().map_err(String::as_str));
     if let Some(path) = &req.plot {
-        crate::chart::plot(&report, path)?;
+        stats::chart::plot(&report, path)?;
     }
     Ok(match req.format {
         StatsFormat::Table => stats::to_table(&report),
         StatsFormat::Json => stats::to_json(&report),
         StatsFormat::Csv => stats::to_csv(&report),
+        StatsFormat::Markdown => stats::to_markdown(&stats::Weekly::new(&data), &report.frequent, &opts),
     })
 }
