@@ -337,11 +337,6 @@ fn markdown_and_suggestions(daemon: &Daemon) -> String {
             "Reported by about 5 people a week since {week} (5 people in 1 week, to {week}: 0 WhisperBack reports, 5 private requests).\n"
         )
     );
-    let out = stats(daemon, &["--format", "markdown"]);
-    assert!(
-        !out.status.success()
-            && String::from_utf8_lossy(&out.stderr).contains("give the topic with --topic ID")
-    );
 
     // A new installation: nothing to add, too early to drop anything.
     let json = daemon.stats(&[]);
@@ -393,6 +388,17 @@ fn bad_arguments_are_one_clear_line() {
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says) && err.lines().count() == 1, "{args:?}: {err}");
+    }
+    // --format markdown is the paragraph of a topic.
+    let out = stats(&daemon, &["--format", "markdown"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give the topic with --topic ID"));
+    // Without --config and no configuration in /etc (a source tree, say): what to pass.
+    if !std::path::Path::new("/etc/helpdesk-milter/helpdesk-milter.toml").exists() {
+        let out = Command::new(BIN).arg("stats").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.lines().count() == 1, "{err}");
+        assert!(err.contains("--config etc/helpdesk-milter.toml"), "{err}");
     }
     // An unreadable statistics file says where and why.
     let store = daemon.state_dir().join("store.sqlite");

@@ -131,3 +131,49 @@ pub fn stats(config: &Config, req: &StatsRequest) -> Result<String, String> {
         StatsFormat::Markdown => stats::to_markdown(&stats::Weekly::new(&data), &report.frequent, &opts),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn request(format: StatsFormat, topics: &[&str], count: Count) -> StatsRequest {
+        StatsRequest {
+            weeks: 8,
+            since: None,
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            format,
+            count,
+            plot: None,
+            frequent_min: None,
+            frequent_weeks: None,
+            stale_weeks: Some(6),
+            today: Some("2026-11-21".into()),
+        }
+    }
+
+    #[test]
+    fn the_markdown_needs_a_topic_and_counts_people() {
+        let config = Config::defaults(Path::new("/etc/hm/test.toml"));
+        let e = options(&config, &request(StatsFormat::Markdown, &[], Count::People)).unwrap_err();
+        assert!(e.contains("give the topic with --topic ID"), "{e}");
+        let e = options(&config, &request(StatsFormat::Markdown, &["wifi"], Count::Messages)).unwrap_err();
+        assert!(e.contains("counts people"), "{e}");
+        let o = options(&config, &request(StatsFormat::Markdown, &["wifi"], Count::People)).unwrap();
+        assert_eq!((o.stale_weeks, o.frequent_min, o.first.label()), (6, 2, "2026-W40".to_string()));
+    }
+
+    #[test]
+    fn a_reply_file_that_cannot_be_read_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("helpdesk-milter.toml");
+        std::fs::write(dir.path().join("reply.toml"), "hot_topics = [\"x\"]\n[nonsense\n").unwrap();
+        std::fs::write(&path, "").unwrap();
+        let config = Config::load(&path).unwrap();
+        let e = reply_topics(&config).unwrap_err();
+        assert!(e.starts_with("the reply file cannot be read: ") && e.contains("reply.toml"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        std::fs::remove_file(dir.path().join("reply.toml")).unwrap();
+        assert!(reply_topics(&config).unwrap_err().contains("cannot read the reply file"));
+    }
+}
