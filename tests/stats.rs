@@ -146,7 +146,9 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
         ),
     );
 
-    // No statistics yet: an empty report, not an error.
+    // No statistics yet: an empty report, not an error. The daemon binds its socket before it
+    // creates the store: wait for its log line, written once the store is there.
+    daemon.wait_log("listening on", 1);
     let empty = daemon.stats(&[]);
     assert_eq!(total(&empty), 0);
     assert_eq!(empty["weeks"].as_array().unwrap().len(), 8, "the last 8 weeks by default");
