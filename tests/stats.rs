@@ -383,6 +383,7 @@ fn bad_arguments_are_one_clear_line() {
         (&["--since", "last tuesday"][..], "is neither a week"),
         (&["--weeks", "0"][..], "from 1 to 520"),
         (&["--topic", "Wi Fi"][..], "a topic id is"),
+        (&["--topic", "wifi-realtec"][..], "has no such topic, and nothing was ever counted about it"),
         (&["--today", "2026-13-01"][..], "not a date"),
         (&["--since", "2999-W01"][..], "has not begun"),
     ] {

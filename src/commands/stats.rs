@@ -120,6 +120,21 @@ pub fn stats(config: &Config, req: &StatsRequest) -> Result<String, String> {
         format!("{e}{hint}")
     })?;
     let file = reply_topics(config);
+    let weekly = stats::Weekly::new(&data);
+    if let Ok(f) = &file {
+        // A mistyped topic would otherwise read as "not reported", and be pasted as such.
+        let counted = weekly.topics();
+        if let Some(t) = opts
+            .topics
+            .iter()
+            .find(|t| !f.topics.iter().any(|(id, _)| id == *t) && !counted.contains(t.as_str()))
+        {
+            return Err(format!(
+                "--topic {t}: {} has no such topic, and nothing was ever counted about it",
+                config.autoreply.reply_file.display()
+            ));
+        }
+    }
     let report = stats::report(&data, &opts, file.as_ref().map_err(String::as_str));
     if let Some(path) = &req.plot {
         stats::chart::plot(&report, path)?;
@@ -128,7 +143,7 @@ pub fn stats(config: &Config, req: &StatsRequest) -> Result<String, String> {
         StatsFormat::Table => stats::to_table(&report),
         StatsFormat::Json => stats::to_json(&report),
         StatsFormat::Csv => stats::to_csv(&report),
-        StatsFormat::Markdown => stats::to_markdown(&stats::Weekly::new(&data), &report.frequent, &opts),
+        StatsFormat::Markdown => stats::to_markdown(&weekly, &report.frequent, &opts),
     })
 }
 
