@@ -3,13 +3,13 @@
 //! - `write one batch`: what the daemon's writer does once a second while mail arrives: add a
 //!   batch of one message and its writer, reduce and purge, commit (WAL, no fsync);
 //! - `stats report`: what `helpdesk-milter stats` does (read every row, build the weekly report
-//!   and the frequent list).
+//!   of people and messages, the frequent list and the suggestions).
 //!
 //!   cargo bench --bench stats
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use helpdesk_milter::counts::Row;
-use helpdesk_milter::stats::{self, Options};
+use helpdesk_milter::stats::{self, Options, ReplyTopics};
 use helpdesk_milter::store::sqlite::{self, Embedded};
 use helpdesk_milter::store::{Batch, Writer};
 use std::time::Duration;
@@ -54,11 +54,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("write one batch", |b| {
         b.iter(|| store.add_counts(&one, now, (today - 365) as u32).unwrap())
     });
-    let date = stats::today();
-    let (first, last) = Options::last_weeks(date, 8);
-    let opts = Options { first, last, topics: Vec::new(), frequent_min: 2, frequent_weeks: 2, today: date };
+    let opts = Options::new(stats::today(), 8);
+    let file = ReplyTopics {
+        hot: vec!["mac".into(), "wifi-realtek".into()],
+        topics: TOPICS.iter().filter(|t| !t.is_empty()).map(|t| (t.to_string(), true)).collect(),
+    };
     c.bench_function("stats report", |b| {
-        b.iter(|| stats::report(&sqlite::read_counts(dir.path()).unwrap().messages, &opts).weeks.len())
+        b.iter(|| stats::report(&sqlite::read_counts(dir.path()).unwrap(), &opts, Ok(&file)).weeks.len())
     });
 }
 

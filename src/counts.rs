@@ -230,6 +230,15 @@ mod tests {
         assert_eq!(first_day_kept(5, Duration::from_secs(3 * DAY)), 0);
     }
 
+    #[test]
+    fn a_store_without_its_tables_yet_reads_as_no_statistics() {
+        // What `stats` finds while a first daemon start creates the file.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(sqlite::read_counts(dir.path()).unwrap().messages.is_empty());
+        std::fs::write(dir.path().join("store.sqlite"), b"").unwrap();
+        assert!(sqlite::read_counts(dir.path()).unwrap().messages.is_empty());
+    }
+
     #[tokio::test]
     async fn the_recorder_writes_every_message_within_a_second_and_all_at_the_stop() {
         let dir = tempfile::tempdir().unwrap();

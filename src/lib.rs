@@ -6,7 +6,6 @@
 pub mod address;
 pub mod auth_results;
 pub mod calendar;
-pub mod chart;
 pub mod classify;
 pub mod clock;
 pub mod commands;

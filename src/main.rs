@@ -8,6 +8,7 @@ use helpdesk_milter::daemon::{self, Signal};
 use helpdesk_milter::diagnostic::Diagnostics;
 use helpdesk_milter::message::MessageData;
 use helpdesk_milter::reply_file::ReplyFile;
+use helpdesk_milter::stats::Count;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -81,37 +82,49 @@ enum Command {
         #[arg(value_name = "FILE|-")]
         file: Option<PathBuf>,
     },
-    /// Print the messages counted per ISO week, by class and topic, and the frequent topics
-    /// (reads the statistics; safe while the daemon runs).
-    Stats {
-        /// Configuration file (for the state directory and the frequent rule).
-        #[arg(long, short, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-        /// Show the last N weeks, the current one included.
-        #[arg(long, value_name = "N", default_value_t = 8)]
-        weeks: u32,
-        /// Show the weeks from this one (2026-W41, or the week of a date such as 2026-10-05) to now.
-        #[arg(long, value_name = "WEEK|DATE", conflicts_with = "weeks")]
-        since: Option<String>,
-        /// Only the messages about this topic id (repeatable: about any of them).
-        #[arg(long, value_name = "ID")]
-        topic: Vec<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-        /// Also draw the weekly counts per class and per topic as an SVG chart in FILE.
-        #[arg(long, value_name = "FILE.svg")]
-        plot: Option<PathBuf>,
-        /// Frequent: at least this many reports a week (default: stats.frequent_min).
-        #[arg(long, value_name = "N")]
-        frequent_min: Option<u32>,
-        /// ... in each of this many last complete weeks (default: stats.frequent_weeks).
-        #[arg(long, value_name = "K")]
-        frequent_weeks: Option<u32>,
-        /// Report as of this day (UTC, such as 2026-11-21) instead of today.
-        #[arg(long, value_name = "DATE")]
-        today: Option<String>,
-    },
+    /// Print the people (or messages) counted per ISO week, by class and topic, the frequent
+    /// topics and the changes the reply file's hot topics need, or the paragraph for a topic's
+    /// GitLab issue (reads the statistics; safe while the daemon runs).
+    Stats(StatsArgs),
+}
+
+#[derive(clap::Args)]
+struct StatsArgs {
+    /// Configuration file (for the state directory, the reply file and the rules).
+    #[arg(long, short, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Show the last N weeks, the current one included.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    weeks: u32,
+    /// Show the weeks from this one (2026-W41, or the week of a date such as 2026-10-05) to now.
+    #[arg(long, value_name = "WEEK|DATE", conflicts_with = "weeks")]
+    since: Option<String>,
+    /// Only what is about this topic id (repeatable: about any of them).
+    #[arg(long, value_name = "ID")]
+    topic: Vec<String>,
+    /// Output format; markdown: the paragraph for the GitLab issue of each --topic.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// What the tables, the frequent rule, the CSV and the chart count: people (each writer
+    /// once a week) or messages.
+    #[arg(long, value_enum, default_value_t = CountArg::People)]
+    count: CountArg,
+    /// Also draw the weekly counts per topic and per class as an SVG chart in FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Frequent: at least this many people a week (default: stats.frequent_min).
+    #[arg(long, value_name = "N")]
+    frequent_min: Option<u32>,
+    /// ... in each of this many last complete weeks (default: stats.frequent_weeks).
+    #[arg(long, value_name = "K")]
+    frequent_weeks: Option<u32>,
+    /// Suggest dropping a hot topic no one wrote about in this many last complete weeks
+    /// (default: stats.stale_weeks).
+    #[arg(long, value_name = "N")]
+    stale_weeks: Option<u32>,
+    /// Report as of this day (UTC, such as 2026-11-21) instead of today.
+    #[arg(long, value_name = "DATE")]
+    today: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -119,6 +132,38 @@ enum Format {
     Table,
     Json,
     Csv,
+    Markdown,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CountArg {
+    People,
+    Messages,
+}
+
+impl StatsArgs {
+    fn request(self) -> StatsRequest {
+        StatsRequest {
+            weeks: self.weeks,
+            since: self.since,
+            topics: self.topic,
+            format: match self.format {
+                Format::Table => StatsFormat::Table,
+                Format::Json => StatsFormat::Json,
+                Format::Csv => StatsFormat::Csv,
+                Format::Markdown => StatsFormat::Markdown,
+            },
+            count: match self.count {
+                CountArg::People => Count::People,
+                CountArg::Messages => Count::Messages,
+            },
+            plot: self.plot,
+            frequent_min: self.frequent_min,
+            frequent_weeks: self.frequent_weeks,
+            stale_weeks: self.stale_weeks,
+            today: self.today,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -135,28 +180,21 @@ fn main() -> ExitCode {
         Command::Preview { reply, lang, text, config, message } => {
             preview(reply, lang, text, config, message)
         }
-        Command::Stats { config, weeks, since, topic, format, plot, frequent_min, frequent_weeks, today } => {
-            let format = match format {
-                Format::Table => StatsFormat::Table,
-                Format::Json => StatsFormat::Json,
-                Format::Csv => StatsFormat::Csv,
-            };
-            let req = StatsRequest {
-                weeks,
-                since,
-                topics: topic,
-                format,
-                plot,
-                frequent_min,
-                frequent_weeks,
-                today,
-            };
-            stats(config, &req)
+        Command::Stats(args) => {
+            let config = args.config.clone();
+            stats(config, &args.request())
         }
     }
 }
 
 fn stats(config: PathBuf, req: &StatsRequest) -> ExitCode {
+    if config == Path::new(DEFAULT_CONFIG_PATH) && !config.exists() {
+        // Run from a source tree, say, where only the example configuration is.
+        eprintln!(
+            "helpdesk-milter stats: no configuration at {DEFAULT_CONFIG_PATH}: give the daemon's with --config PATH (in a source tree: --config etc/helpdesk-milter.toml)"
+        );
+        return ExitCode::FAILURE;
+    }
     let config = match Config::load(&config) {
         Ok(c) => c,
         Err(d) => {

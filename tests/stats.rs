@@ -1,14 +1,18 @@
 //! `helpdesk-milter stats` after mail has flowed through a real Postfix and the daemon: the counts
-//! per class and topic are those of the mail sent, `stats` reads them while the daemon runs (and
-//! writes), in every format and as a chart, and the statistics hold nothing that identifies a
-//! writer. Needs root and Postfix.
+//! per class and topic, of messages and of people, are those of the mail sent (three messages and
+//! a follow-up from one person are one person), `stats` reads them while the daemon runs (and
+//! writes), in every format (the GitLab paragraph included) and as a chart, it suggests the
+//! reply-file changes the counts call for, and neither the statistics nor any output hold what
+//! identifies a writer. Needs root and Postfix.
 
 #[path = "support/daemon.rs"]
 mod daemon;
 #[path = "support/postfix.rs"]
 mod postfix;
 
-use daemon::{BIN, Daemon, SilentRelay, stats_sums as sum, stats_total as total};
+use daemon::{
+    BIN, Daemon, SilentRelay, assert_paragraph, stats_people, stats_sums as sum, stats_total as total,
+};
 use postfix::{PostfixRig, RigOptions, free_port};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -44,13 +48,14 @@ fn mail() -> Vec<(String, Vec<&'static str>, Vec<u8>)> {
     add(request("erin", 5, "a sound problem"));
     add(request("frank", 6, "realtek again"));
     // A follow-up in alice's thread.
-    add((
-        "alice@writers-example.org".into(),
-        crlf(
-            "From: alice@writers-example.org\nTo: support@tails.net\nSubject: Re: secret-subject-1\n\
-             In-Reply-To: <secret-msgid-1@writers-example.org>\nMessage-ID: <secret-msgid-7@writers-example.org>\n\nthanks\n",
-        ),
-    ));
+    add(follow_up("alice", 1, 7, "thanks"));
+    // One person, three requests and a follow-up about wifi-realtek: one person.
+    add(request("judith", 21, "my realtek card"));
+    add(request("judith", 22, "the realtek card still"));
+    add(request("judith", 23, "realtek, again"));
+    add(follow_up("judith", 21, 24, "realtek: no luck"));
+    // A request about mac, which is not a hot topic.
+    add(request("kimberly", 25, "my macbook"));
     // Two WhisperBack reports, a bounce, a spam, a team mail.
     add(("devnull@tails.boum.org".into(), whisperback.clone()));
     add(("devnull@tails.boum.org".into(), whisperback));
@@ -87,13 +92,38 @@ fn mail() -> Vec<(String, Vec<&'static str>, Vec<u8>)> {
     out
 }
 
+/// A follow-up from `who` to their message `to`.
+fn follow_up(who: &str, to: usize, n: usize, words: &str) -> (String, Vec<u8>) {
+    let sender = format!("{who}@writers-example.org");
+    let msg = crlf(&format!(
+        "From: {sender}\nTo: {HELPDESK}\nSubject: Re: secret-subject-{to}\n\
+         In-Reply-To: <secret-msgid-{to}@writers-example.org>\nMessage-ID: <secret-msgid-{n}@writers-example.org>\n\n{words}\n"
+    ));
+    (sender, msg)
+}
+
 const EXPECTED_CLASSES: &[(&str, u64)] =
-    &[("support", 6), ("followup", 1), ("whisperback", 2), ("automated", 1), ("spam", 1), ("team", 1)];
-const EXPECTED_TOPICS: &[(&str, u64)] = &[("wifi-realtek", 4), ("nvidia-black-screen", 2)];
-const COUNTED: u64 = 12;
+    &[("support", 10), ("followup", 2), ("whisperback", 2), ("automated", 1), ("spam", 1), ("team", 1)];
+const EXPECTED_TOPICS: &[(&str, u64)] = &[("wifi-realtek", 8), ("nvidia-black-screen", 2), ("mac", 1)];
+const COUNTED: u64 = 17;
+/// The people: eight support writers (alice to frank, judith, kimberly), the WhisperBack report
+/// (sent twice, one report ID), the spammer and the team member; the bounce has no sender.
+const PEOPLE: u64 = 11;
+const PEOPLE_CLASSES: &[(&str, u64)] =
+    &[("support", 8), ("followup", 2), ("whisperback", 1), ("spam", 1), ("team", 1)];
+const PEOPLE_TOPICS: &[(&str, u64)] = &[("wifi-realtek", 5), ("nvidia-black-screen", 2), ("mac", 1)];
 
 /// Strings that would identify a writer or quote their mail.
-const SECRETS: &[&str] = &["writers-example", "alice", "secret-subject", "secret-msgid", "sysadmin", "grace"];
+const SECRETS: &[&str] = &[
+    "writers-example",
+    "alice",
+    "judith",
+    "kimberly",
+    "secret-subject",
+    "secret-msgid",
+    "sysadmin",
+    "grace",
+];
 
 fn stats(daemon: &Daemon, args: &[&str]) -> std::process::Output {
     Command::new(BIN).arg("stats").arg("-c").arg(&daemon.config).args(args).output().unwrap()
@@ -116,7 +146,9 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
         ),
     );
 
-    // No statistics yet: an empty report, not an error.
+    // No statistics yet: an empty report, not an error. The daemon binds its socket before it
+    // creates the store: wait for its log line, written once the store is there.
+    daemon.wait_log("listening on", 1);
     let empty = daemon.stats(&[]);
     assert_eq!(total(&empty), 0);
     assert_eq!(empty["weeks"].as_array().unwrap().len(), 8, "the last 8 weeks by default");
@@ -152,64 +184,39 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
     // The writer batches off the milter's path: wait for the last rows to land.
     let json = daemon.wait_stats(COUNTED);
     assert_eq!(total(&json), COUNTED, "{json:#}");
-    assert_eq!(
-        sum(&json, "classes"),
-        EXPECTED_CLASSES.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
-        "{json:#}"
-    );
-    assert_eq!(sum(&json, "topics"), EXPECTED_TOPICS.iter().map(|(t, n)| (t.to_string(), *n)).collect());
-    assert_eq!(sum(&json, "autoreply")["queued"], 6, "one reply per new sender: {json:#}");
+    assert_eq!(sum(&json, "classes"), expected(EXPECTED_CLASSES), "{json:#}");
+    assert_eq!(sum(&json, "topics"), expected(EXPECTED_TOPICS));
+    assert_eq!(sum(&json, "autoreply")["queued"], 8, "one reply per new sender: {json:#}");
     // Every WhisperBack sample is encrypted.
     let encrypted: u64 =
         json["weeks"].as_array().unwrap().iter().map(|w| w["encrypted"].as_u64().unwrap()).sum();
     assert_eq!(encrypted, 2);
+    // Unless the run straddled a week boundary, every count is in one week.
+    let one_week = json["weeks"].as_array().unwrap().iter().filter(|w| w["total"] != 0).count() == 1;
+    if one_week {
+        people_are_counted_once(&daemon, &json);
+    }
 
     // --topic restricts the counts to the messages about it.
     let about = daemon.stats(&["--topic", "nvidia-black-screen"]);
     assert_eq!(total(&about), 2);
     assert_eq!(sum(&about, "classes")["support"], 2);
 
-    // The table and the CSV say the same.
-    let table = String::from_utf8(stats(&daemon, &[]).stdout).unwrap();
-    assert!(table.contains("wifi-realtek") && table.contains("whisperback"), "{table}");
-    let csv = String::from_utf8(stats(&daemon, &["--format", "csv"]).stdout).unwrap();
-    let csv_sum = |kind: &str, name: &str| -> u64 {
-        csv.lines()
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .filter(|f| f[1] == kind && f[2] == name)
-            .map(|f| f[3].parse::<u64>().unwrap())
-            .sum()
-    };
-    assert_eq!(csv_sum("class", "support"), 6, "{csv}");
-    assert_eq!(csv_sum("topic", "wifi-realtek"), 4, "{csv}");
-
-    // A week later (as if today were next week's Monday, with K = 1), the topics reported at least
-    // twice this week are named frequent, since this week.
-    let next_monday = date_u(&["-d", "next monday", "+%F"]);
-    let later = daemon.stats(&["--today", &next_monday, "--frequent-weeks", "1", "--since", &this_week()]);
-    let frequent: Vec<&str> =
-        later["frequent"].as_array().unwrap().iter().map(|f| f["topic"].as_str().unwrap()).collect();
-    if total(&later) == COUNTED {
-        // (Unless the run straddled a week boundary.)
-        assert_eq!(frequent, vec!["wifi-realtek", "nvidia-black-screen"], "{later:#}");
-        assert_eq!(later["frequent"][0]["since"], this_week());
-        assert_eq!(later["frequent"][0]["weekly_average"], 4.0);
+    let mut outputs = formats(&daemon, one_week);
+    if one_week {
+        outputs.push(markdown_and_suggestions(&daemon));
     }
 
-    // The chart.
-    let svg = daemon.dir.path().join("stats.svg");
-    let out = stats(&daemon, &["--plot", svg.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let chart = std::fs::read_to_string(&svg).unwrap();
-    assert!(chart.starts_with("<svg") && chart.contains("wifi-realtek (4)") && chart.contains("support (6)"));
-
-    // Nothing in the statistics identifies a writer.
+    // Nothing in the statistics or in what `stats` prints identifies a writer.
     // The store and its write-ahead log, where the newest rows are until a checkpoint.
     let mut store = std::fs::read(daemon.state_dir().join("store.sqlite")).unwrap();
     store.extend(std::fs::read(daemon.state_dir().join("store.sqlite-wal")).unwrap_or_default());
     let text = String::from_utf8_lossy(&store).to_lowercase();
     for s in SECRETS {
         assert!(!text.contains(s), "store.sqlite holds {s:?}");
+        for out in &outputs {
+            assert!(!out.to_lowercase().contains(s), "stats prints {s:?}:\n{out}");
+        }
     }
     assert!(text.contains("wifi-realtek"), "the scan can fail: the store holds its rows in clear");
 
@@ -219,6 +226,156 @@ fn counts_after_mail_through_postfix_match_what_was_sent() {
     assert_eq!(total(&daemon.stats(&[])), COUNTED);
 }
 
+fn expected(counts: &[(&str, u64)]) -> std::collections::BTreeMap<String, u64> {
+    counts.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+/// People, not messages: judith's three requests and follow-up are one person at all, in each of
+/// her two classes and about wifi-realtek; the report sent twice is one person.
+fn people_are_counted_once(daemon: &Daemon, json: &serde_json::Value) {
+    let people = stats_people(json);
+    assert_eq!(people.total, PEOPLE, "{json:#}");
+    assert_eq!(people.classes, expected(PEOPLE_CLASSES), "{json:#}");
+    assert_eq!(people.topics, expected(PEOPLE_TOPICS), "{json:#}");
+    // About wifi-realtek: eight messages, five people (judith once), all private requests.
+    let wifi = daemon.stats(&["--topic", "wifi-realtek"]);
+    assert_eq!((total(&wifi), stats_people(&wifi).total), (8, 5), "{wifi:#}");
+    let table = stdout(daemon, &["--topic", "wifi-realtek"]);
+    assert!(table.starts_with("People about wifi-realtek per ISO week"), "{table}");
+    assert!(
+        table.lines().any(|l| l.split_whitespace().skip(1).collect::<Vec<_>>() == ["5", "0", "5"]),
+        "5 people: 0 WhisperBack reports, 5 private requests:\n{table}"
+    );
+}
+
+fn stdout(daemon: &Daemon, args: &[&str]) -> String {
+    let out = stats(daemon, args);
+    assert!(out.status.success(), "stats {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The table, the CSV and the chart say the same, in people by default, in messages if asked.
+/// Returns what they printed.
+fn formats(daemon: &Daemon, one_week: bool) -> Vec<String> {
+    let table = stdout(daemon, &[]);
+    assert!(table.starts_with("People per ISO week") && table.contains("wifi-realtek"), "{table}");
+    let csv_sum = |csv: &str, kind: &str, name: &str| -> u64 {
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f[1] == kind && f[2] == name)
+            .map(|f| f[3].parse::<u64>().unwrap())
+            .sum()
+    };
+    let csv = stdout(daemon, &["--format", "csv"]);
+    assert!(csv.starts_with("week,kind,name,people\n"), "{csv}");
+    let messages = stdout(daemon, &["--format", "csv", "--count", "messages"]);
+    assert!(messages.starts_with("week,kind,name,messages\n"), "{messages}");
+    assert_eq!(csv_sum(&messages, "class", "support"), 10, "{messages}");
+    assert_eq!(csv_sum(&messages, "topic", "wifi-realtek"), 8, "{messages}");
+    if one_week {
+        assert_eq!(csv_sum(&csv, "class", "support"), 8, "{csv}");
+        assert_eq!(csv_sum(&csv, "topic", "wifi-realtek"), 5, "{csv}");
+    }
+
+    // A week later (as if today were next week's Monday, with K = 1), the topics at least two
+    // people wrote about this week are named frequent, since this week.
+    let next_monday = date_u(&["-d", "next monday", "+%F"]);
+    let later = daemon.stats(&["--today", &next_monday, "--frequent-weeks", "1", "--since", &this_week()]);
+    let frequent: Vec<&str> =
+        later["frequent"].as_array().unwrap().iter().map(|f| f["topic"].as_str().unwrap()).collect();
+    if one_week {
+        assert_eq!(frequent, vec!["wifi-realtek", "nvidia-black-screen"], "{later:#}");
+        assert_eq!(later["frequent"][0]["since"], this_week());
+        assert_eq!(later["frequent"][0]["weekly_average"], 5.0, "people, not messages");
+        assert_eq!(
+            (later["frequent"][0]["people"].as_u64(), later["frequent"][0]["reports"].as_u64()),
+            (Some(5), Some(8))
+        );
+    }
+
+    // The chart: people per topic, the threshold, the frequent topics named.
+    let svg = daemon.dir.path().join("stats.svg");
+    let args = ["--plot", svg.to_str().unwrap(), "--today", &next_monday, "--frequent-weeks", "1"];
+    stdout(daemon, &args);
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("People writing about each topic, per week"));
+    assert!(chart.contains("frequent threshold") && chart.contains("mac"), "{chart}");
+    if one_week {
+        assert!(
+            chart.contains("wifi-realtek (frequent)") && chart.contains("about 5 a week since"),
+            "{chart}"
+        );
+    }
+    vec![table, csv, messages, later.to_string(), chart]
+}
+
+/// The GitLab paragraph and the suggested changes to the reply file. Returns what they printed.
+fn markdown_and_suggestions(daemon: &Daemon) -> String {
+    let week = this_week();
+    let next_monday = date_u(&["-d", "next monday", "+%F"]);
+    // This week is not over: not frequent yet, the people of the weeks shown.
+    let now = stdout(daemon, &["--topic", "wifi-realtek", "--format", "markdown"]);
+    assert!(now.starts_with("Reported by 5 people in the last 8 weeks ("), "{now}");
+    assert!(now.contains(", the last one so far): "), "{now}");
+    assert_paragraph(&now, 5, &[]);
+    // Next Monday, with K = 1: frequent since this week.
+    let later = stdout(
+        daemon,
+        &[
+            "--topic",
+            "wifi-realtek",
+            "--format",
+            "markdown",
+            "--today",
+            &next_monday,
+            "--frequent-weeks",
+            "1",
+        ],
+    );
+    assert_eq!(
+        later,
+        format!(
+            "Reported by about 5 people a week since {week} (5 people in 1 week, to {week}: 0 WhisperBack reports, 5 private requests).\n"
+        )
+    );
+
+    // A new installation: nothing to add, too early to drop anything.
+    let json = daemon.stats(&[]);
+    assert_eq!(json["suggestions"], serde_json::json!([]), "{json:#}");
+    // Next Monday with N = 1: mac is frequent and not hot.
+    let later = daemon.stats(&["--today", &next_monday, "--frequent-weeks", "1", "--frequent-min", "1"]);
+    assert_eq!(later["suggestions"][0]["topic"], "mac", "{later:#}");
+    assert_eq!(later["suggestions"][0]["change"], "add");
+    // Four complete weeks later, no one wrote about the hot topics.
+    let month = date_u(&["-d", "next monday + 4 weeks", "+%F"]);
+    let table = stdout(daemon, &["--today", &month]);
+    for topic in ["nvidia-black-screen", "wifi-realtek"] {
+        assert!(
+            table.lines().any(|l| l.starts_with("  drop?")
+                && l.contains(topic)
+                && l.contains("no one wrote about it")),
+            "{table}"
+        );
+    }
+    // A reply file that cannot be read: one line says so, the rest of the report is there.
+    let elsewhere = daemon.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::copy(&daemon.config, elsewhere.join("helpdesk-milter.toml")).unwrap();
+    let out =
+        Command::new(BIN).args(["stats", "-c"]).arg(elsewhere.join("helpdesk-milter.toml")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("People per ISO week"), "{text}");
+    let line: Vec<&str> = text.lines().filter(|l| l.starts_with("Suggested changes")).collect();
+    assert!(
+        line.len() == 1
+            && line[0].contains("the reply file cannot be read")
+            && line[0].contains("reply.toml"),
+        "{text}"
+    );
+    [now, later.to_string(), table, text.into_owned()].join("\n")
+}
+
 #[test]
 fn bad_arguments_are_one_clear_line() {
     let daemon = Daemon::start("");
@@ -226,6 +383,7 @@ fn bad_arguments_are_one_clear_line() {
         (&["--since", "last tuesday"][..], "is neither a week"),
         (&["--weeks", "0"][..], "from 1 to 520"),
         (&["--topic", "Wi Fi"][..], "a topic id is"),
+        (&["--topic", "wifi-realtec"][..], "has no such topic, and nothing was ever counted about it"),
         (&["--today", "2026-13-01"][..], "not a date"),
         (&["--since", "2999-W01"][..], "has not begun"),
     ] {
@@ -233,6 +391,17 @@ fn bad_arguments_are_one_clear_line() {
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says) && err.lines().count() == 1, "{args:?}: {err}");
+    }
+    // --format markdown is the paragraph of a topic.
+    let out = stats(&daemon, &["--format", "markdown"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give the topic with --topic ID"));
+    // Without --config and no configuration in /etc (a source tree, say): what to pass.
+    if !std::path::Path::new("/etc/helpdesk-milter/helpdesk-milter.toml").exists() {
+        let out = Command::new(BIN).arg("stats").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.lines().count() == 1, "{err}");
+        assert!(err.contains("--config etc/helpdesk-milter.toml"), "{err}");
     }
     // An unreadable statistics file says where and why.
     let store = daemon.state_dir().join("store.sqlite");

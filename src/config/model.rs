@@ -333,10 +333,13 @@ pub struct StatsConfig {
     pub enabled: bool,
     /// Days older than this are purged from the statistics.
     pub retention: Duration,
-    /// A topic is frequent when reported at least `frequent_min` times in each of the last
-    /// `frequent_weeks` complete weeks.
+    /// A topic is frequent when at least `frequent_min` people (or messages, `stats --count`)
+    /// wrote about it in each of the last `frequent_weeks` complete weeks.
     pub frequent_min: u32,
     pub frequent_weeks: u32,
+    /// `stats` suggests dropping a hot topic that no one wrote about in the last `stale_weeks`
+    /// complete weeks.
+    pub stale_weeks: u32,
 }
 
 /// The Prometheus endpoint.

@@ -165,11 +165,18 @@ pub(super) struct RawStats {
     pub retention: Spanned<String>,
     pub frequent_min: Spanned<i64>,
     pub frequent_weeks: Spanned<i64>,
+    pub stale_weeks: Spanned<i64>,
 }
 
 impl Default for RawStats {
     fn default() -> Self {
-        Self { enabled: u(true), retention: u("365d".into()), frequent_min: u(2), frequent_weeks: u(2) }
+        Self {
+            enabled: u(true),
+            retention: u("365d".into()),
+            frequent_min: u(2),
+            frequent_weeks: u(2),
+            stale_weeks: u(4),
+        }
     }
 }
 

@@ -31,20 +31,23 @@ fn stats_and_metrics_settings_are_checked() {
             enabled: true,
             retention: Duration::from_secs(365 * 86400),
             frequent_min: 2,
-            frequent_weeks: 2
+            frequent_weeks: 2,
+            stale_weeks: 4
         }
     );
     assert_eq!(c.metrics.listen, None, "no endpoint unless asked");
     let c = parse("[stats]\nretention = \"30d\"\nfrequent_min = 3\n[metrics]\nlisten = \"127.0.0.1:9894\"\n")
         .unwrap();
     assert_eq!((c.stats.retention.as_secs(), c.stats.frequent_min), (30 * 86400, 3));
+    assert_eq!(parse("[stats]\nstale_weeks = 8\n").unwrap().stats.stale_weeks, 8);
     assert_eq!(c.metrics.listen, Some("127.0.0.1:9894".parse().unwrap()));
     let e = parse(
-        "[stats]\nretention = \"1d\"\nfrequent_min = 0\nfrequent_weeks = 99\n[metrics]\nlisten = \"localhost\"\n",
+        "[stats]\nretention = \"1d\"\nfrequent_min = 0\nfrequent_weeks = 99\nstale_weeks = 0\n[metrics]\nlisten = \"localhost\"\n",
     )
     .unwrap_err();
     let lines: Vec<usize> = e.0.iter().map(|d| d.line).collect();
-    assert_eq!(lines, vec![3, 4, 2, 6], "{e}");
+    assert_eq!(lines, vec![3, 4, 5, 2, 7], "{e}");
+    assert!(e.to_string().contains("stats.stale_weeks must be between 1 and 52"), "{e}");
     assert!(e.to_string().contains("stats.retention must be at least 7days"), "{e}");
 }
 

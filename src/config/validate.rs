@@ -383,18 +383,22 @@ impl Validator<'_> {
 
     fn stats(&mut self, s: &RawStats) -> StatsConfig {
         let count = |v: &Spanned<i64>| u32::try_from(*v.get_ref()).unwrap_or(u32::MAX);
-        let (min, weeks) = (count(&s.frequent_min), count(&s.frequent_weeks));
+        let (min, weeks, stale) = (count(&s.frequent_min), count(&s.frequent_weeks), count(&s.stale_weeks));
         if !(1..=1000).contains(&min) {
-            self.error(&s.frequent_min, "stats.frequent_min must be between 1 and 1000 (reports per week)");
+            self.error(&s.frequent_min, "stats.frequent_min must be between 1 and 1000 (people per week)");
         }
         if !(1..=52).contains(&weeks) {
             self.error(&s.frequent_weeks, "stats.frequent_weeks must be between 1 and 52");
+        }
+        if !(1..=52).contains(&stale) {
+            self.error(&s.stale_weeks, "stats.stale_weeks must be between 1 and 52");
         }
         StatsConfig {
             enabled: *s.enabled.get_ref(),
             retention: self.duration(&s.retention, "stats.retention", WEEK),
             frequent_min: min.clamp(1, 1000),
             frequent_weeks: weeks.clamp(1, 52),
+            stale_weeks: stale.clamp(1, 52),
         }
     }
 

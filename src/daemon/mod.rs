@@ -78,11 +78,12 @@ pub async fn run(
     reply_file: Option<ReplyFile>,
     mut signals: mpsc::Receiver<Signal>,
 ) -> Result<(), String> {
+    // The store before the socket: a `stats` run as soon as the daemon listens finds its tables.
+    let store = open_store(&config);
     let listener = MilterListener::bind(&config.milter)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.milter.listen))?;
     let metrics_on = start_metrics(&config);
-    let store = open_store(&config);
     let replies = replies::start(&config, store.as_ref());
     let (counts_tx, counts_rx) = mpsc::unbounded_channel();
     let counts = Task::spawn("statistics writer", {

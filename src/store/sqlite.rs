@@ -198,6 +198,12 @@ pub fn read_counts(dir: &Path) -> Result<CountsData, StoreError> {
         conn.busy_timeout(Duration::from_secs(10))?;
         // One snapshot for every table.
         conn.execute_batch("BEGIN")?;
+        // A daemon starting for the first time has created the file but not yet its tables.
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables == 0 {
+            conn.execute_batch("COMMIT")?;
+            return Ok(CountsData::default());
+        }
         let data = read(&conn)?;
         conn.execute_batch("COMMIT")?;
         Ok(data)

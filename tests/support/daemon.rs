@@ -302,6 +302,46 @@ pub fn stats_sums(json: &serde_json::Value, field: &str) -> std::collections::BT
     out
 }
 
+/// The people of a `stats` JSON, summed over its weeks, without the zeros.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsPeople {
+    pub total: u64,
+    pub classes: std::collections::BTreeMap<String, u64>,
+    pub topics: std::collections::BTreeMap<String, u64>,
+    pub tagged_reports: std::collections::BTreeMap<String, u64>,
+}
+
+pub fn stats_people(json: &serde_json::Value) -> StatsPeople {
+    let weeks = json["weeks"].as_array().unwrap();
+    let people: Vec<serde_json::Value> = weeks.iter().map(|w| w["people"].clone()).collect();
+    let wrapped = serde_json::json!({ "weeks": people });
+    StatsPeople {
+        total: people.iter().map(|p| p["total"].as_u64().unwrap()).sum(),
+        classes: stats_sums(&wrapped, "classes"),
+        topics: stats_sums(&wrapped, "topics"),
+        tagged_reports: stats_sums(&wrapped, "tagged_reports"),
+    }
+}
+
+/// Checks the counts of a `stats --format markdown` paragraph: `people` in all, the WhisperBack
+/// reports `reports` (their IDs, newest first) and the rest as private requests.
+pub fn assert_paragraph(text: &str, people: u64, reports: &[&str]) {
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let split = format!(
+        "{}, {}",
+        plural(reports.len() as u64, "WhisperBack report", "WhisperBack reports"),
+        plural(people - reports.len() as u64, "private request", "private requests")
+    );
+    assert!(text.contains(&plural(people, "person", "people")), "not {people} people: {text}");
+    assert!(text.contains(&split), "not {split:?}: {text}");
+    if reports.is_empty() {
+        assert!(!text.contains("wb:"), "{text}");
+    } else {
+        let ids: Vec<String> = reports.iter().map(|id| format!("wb:{id}")).collect();
+        assert!(text.contains(&format!("WhisperBack reports: {}.", ids.join(", "))), "{text}");
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
