@@ -182,7 +182,7 @@ impl ReplyState {
     }
 
     /// The decision for one sender on the milter's path: the same check-and-set, asked the way
-    /// the store wants (here, in memory, at once).
+    /// the store wants (in memory at once, or on the shared server within its timeout).
     pub async fn decide(
         &self,
         canonical_sender: &str,
@@ -223,10 +223,9 @@ impl ReplyState {
         };
         let (decision, mut r) = conclude((key, domain), now, interval, topics, known, false, decide);
         if let Some(r) = &mut r {
-            r.id = getrandom::u64().map_or_else(
-                |_| i64::from_ne_bytes([key[0], key[1], key[2], key[3], 0, 0, 0, 1]) ^ now as i64,
-                |v| v as i64,
-            );
+            // Random, so that it names no one; should randomness fail, any value undoes the
+            // reply's rows all the same, with the sender's key beside it.
+            r.id = getrandom::u64().map_or(1, |v| v as i64);
         }
         match look.reserve(r.clone()).await {
             Ok(()) => (decision, r),

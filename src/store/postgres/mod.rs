@@ -465,6 +465,6 @@ mod tests {
             Duration::from_millis(50),
         ));
         let e = s.look([0; 32], [1; 32], 0, vec![]).await.err().unwrap();
-        assert!(e.0.contains("sslmode"), "{e}");
+        assert!(e.0.contains("state.backend db/hd: invalid"), "{e}");
     }
 }
