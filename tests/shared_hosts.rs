@@ -48,6 +48,12 @@ fn host(db: &Postgres, secret_of: Option<&Host>, autoreply: &str) -> Host {
         std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     daemon.spawn();
+    // Connected in the background at start (or refused): then the first message does not wait.
+    let t0 = Instant::now();
+    while !["is in use", "refuses this host"].iter().any(|l| daemon.log().contains(l)) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no connection:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
     Host { rig, daemon }
 }
 

@@ -200,7 +200,9 @@ fn open_store(config: &Config) -> Opened {
                 "state and statistics kept on the shared store {}, checked at the first connection",
                 shared.name()
             );
-            Opened::Shared(Arc::new(shared), keys)
+            let shared = Arc::new(shared);
+            shared.warm_up();
+            Opened::Shared(shared, keys)
         }
     }
 }

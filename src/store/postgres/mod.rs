@@ -93,9 +93,10 @@ impl Shared {
             let manager = Manager::from_config(
                 cfg,
                 tls()?,
-                // A connection handed back in the middle of a transaction (its caller gave up)
-                // is rolled back before anyone else uses it.
-                ManagerConfig { recycling_method: RecyclingMethod::Custom("ROLLBACK".into()) },
+                // No query on recycling: a transaction dropped half way (its caller gave up) is
+                // rolled back by tokio-postgres, in order before anyone else's statements on the
+                // connection; a closed connection is replaced.
+                ManagerConfig { recycling_method: RecyclingMethod::Fast },
             );
             Pool::builder(manager)
                 .max_size(POOL_SIZE)
@@ -120,6 +121,19 @@ impl Shared {
             refused: Mutex::new(None),
             health: Health::default(),
         }
+    }
+
+    /// Connects in the background, so that the first message does not wait for the connection
+    /// and the schema's check; a failure here is the outage's first (and only) warning.
+    pub fn warm_up(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            match timeout(WRITE_LIMIT, me.client()).await {
+                Ok(Ok(_)) => me.ok(),
+                Ok(Err(e)) => me.failed(StoreFailure::Error, &e.0),
+                Err(_) => me.failed(StoreFailure::Timeout, "no connection"),
+            }
+        });
     }
 
     /// Where the store is, for the log: `host:port/database`, no user or password.

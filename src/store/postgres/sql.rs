@@ -167,7 +167,7 @@ pub(super) async fn check_and_set(
         return Ok(None);
     }
     let Ok(Some(r)) = verdict_rx.await else {
-        let _ = tx.rollback().await;
+        // Nothing to record: dropped, the transaction is rolled back without a wait.
         return Ok(None);
     };
     let after = |e| StepError { e, before_seen: None };
