@@ -183,10 +183,16 @@ pub(super) async fn check_and_set(
 async fn look<'a>(client: &'a mut Object, ask: &Ask) -> Result<(Transaction<'a>, Seen), Error> {
     let tx = client.transaction().await?;
     let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
-    tx.execute(&lock, &[&DECIDE_LOCK]).await?;
     let stmt = tx.prepare_cached(SEEN).await?;
-    let now = i64_of(ask.now);
-    let row = tx.query_one(&stmt, &[&&ask.key[..], &now, &(now - HOUR), &&ask.domain[..], &ask.hot]).await?;
+    let (now, key, domain) = (i64_of(ask.now), &ask.key[..], &ask.domain[..]);
+    let hour_ago = now - HOUR;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&key, &now, &hour_ago, &domain, &ask.hot];
+    // Sent together, one wait: the server runs them in order, so the view's snapshot is taken
+    // once the lock is held.
+    let ((), row) = tokio::try_join!(
+        async { tx.execute(&lock, &[&DECIDE_LOCK]).await.map(drop) },
+        tx.query_one(&stmt, &params)
+    )?;
     let count = |i: usize| u32::try_from(row.get::<_, i64>(i)).unwrap_or(u32::MAX);
     let seen =
         Seen { answered: row.get(0), last_hour: count(1), domain_last_hour: count(2), pointed: row.get(3) };
