@@ -15,7 +15,8 @@
 #   hm-unix:VARIANT      helpdesk-milter over a UNIX socket (socket_group postfix, mode 0660)
 #                        VARIANT names a line of benches/daemon-variants: `full` (the example
 #                        configuration's settings: statistics on, auto-replies on), `stats-off`,
-#                        `stats-replies-off`; one line there adds a variant
+#                        `stats-replies-off`, `shared` (the full configuration on a private
+#                        PostgreSQL server that the script starts); one line there adds a variant
 #   py-unix, py-tcp      benches/pymilter-addheader.py: Debian's python3-milter (pymilter on
 #                        libmilter) adding one header; it takes MAIL and end of message only
 #   pyread-unix, ...-tcp the same with --read: it also takes every header and the body
@@ -87,7 +88,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Debian's python3, which python3-milter installs into (not a pyenv or venv one from PATH).
 PYTHON=/usr/bin/python3
 
-DEFAULT_CONFIGS="none hm-tcp:full hm-unix:full hm-unix:stats-off hm-unix:stats-replies-off py-unix dkim-unix dkim-tcp"
+DEFAULT_CONFIGS="none hm-tcp:full hm-unix:full hm-unix:shared hm-unix:stats-off hm-unix:stats-replies-off py-unix dkim-unix dkim-tcp"
 N=${N:-2000}
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-20}
@@ -220,6 +221,9 @@ if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null \
     apt_install postfix
 fi
 if has_mkind dkim && ! command -v opendkim >/dev/null; then apt_install opendkim; fi
+uses_pg() { local c; for c in "${CONFIG_LIST[@]}"; do [ "${MKIND[$c]}" = hm ] && [[ ${VARIANT[${VAR[$c]}]} == *@PG_URL@* ]] && return 0; done; return 1; }
+pg_bin() { find /usr/lib/postgresql -maxdepth 3 -name initdb -path '*/bin/*' 2>/dev/null | sort -V | tail -1 | xargs -r dirname; }
+if uses_pg && [ -z "$(pg_bin)" ]; then apt_install postgresql; fi
 # The report needs python3 in any case; pymilter its Milter module.
 if ! [ -x "$PYTHON" ] || { has_py && ! "$PYTHON" -c 'import Milter' 2>/dev/null; }; then
     if has_py; then apt_install python3 python3-milter; else apt_install python3; fi
@@ -290,6 +294,9 @@ cleanup() {
         fi
     fi
     for name in "${!PIDS[@]}"; do stop_pid "$name"; done
+    if [ -n "${PG_DIR:-}" ]; then
+        runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1
+    fi
     if [ "$KEEP" = 1 ]; then
         say "kept $T (KEEP=1): postfix/etc, postfix/log/maillog, one directory per milter with its log"
     else
@@ -464,6 +471,32 @@ write_daemon_config() {
     } >"$file"
 }
 
+# A private PostgreSQL server for the variants on the shared store (as tests/support/postgres.rs
+# starts one): initdb as postgres in the temp dir, on a free loopback port; the daemon's role
+# logs in with a password from a 0600 file; every daemon on it gets the same secret.
+PG_DIR="" PG_URL="" PG_PASSWORD_FILE=""
+start_postgres() {
+    local bin pw port
+    bin=$(pg_bin)
+    [ -n "$bin" ] || die "no PostgreSQL (apt-get install postgresql)"
+    PG_DIR=$T/postgres
+    mkdir -p "$PG_DIR"
+    chown postgres: "$PG_DIR"
+    runuser -u postgres -- "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth-local=trust \
+        --auth-host=scram-sha-256 --no-sync >"$PG_DIR/initdb.log" 2>&1 || die "initdb failed: $(cat "$PG_DIR/initdb.log")"
+    port=$(free_port)
+    runuser -u postgres -- "$bin/pg_ctl" -w -t 60 -D "$PG_DIR/data" -l "$PG_DIR/server.log" \
+        -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null || die "PostgreSQL did not start"
+    pw=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    "$bin/psql" -X -q -h "$PG_DIR" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+        -c "CREATE ROLE helpdesk LOGIN PASSWORD '$pw'" -c "CREATE DATABASE helpdesk OWNER helpdesk" \
+        || die "cannot create the role and database"
+    PG_PASSWORD_FILE=$PG_DIR/password
+    (umask 077 && printf '%s\n' "$pw" >"$PG_PASSWORD_FILE" && head -c 32 /dev/urandom >"$PG_DIR/secret")
+    PG_URL="postgresql://helpdesk@127.0.0.1:$port/helpdesk?sslmode=disable"
+    say "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port for the shared store"
+}
+
 declare -A MILTER=() PROCLOG=() CPU_PID=() READY=()
 start_milter() {   # start_milter CONFIG: starts its process; sets MILTER, PROCLOG, READY
     local c=$1 name=${PNAME[$1]} d=$T/${PNAME[$1]} port="" sock="" settings
@@ -490,6 +523,12 @@ start_milter() {   # start_milter CONFIG: starts its process; sets MILTER, PROCL
             # postfix) may connect, nobody else.
             [ -z "$sock" ] || base+=("milter.socket_mode = \"0660\"" "milter.socket_group = \"postfix\"")
             IFS=';' read -r -a settings <<<"${VARIANT[${VAR[$c]}]}"
+            if [[ ${VARIANT[${VAR[$c]}]} == *@PG_URL@* ]]; then
+                settings=("${settings[@]//@PG_URL@/$PG_URL}")
+                settings=("${settings[@]//@PG_PASSWORD_FILE@/$PG_PASSWORD_FILE}")
+                mkdir -p "$d/state" && chmod 0700 "$d/state"
+                install -m 0600 "$PG_DIR/secret" "$d/state/secret"
+            fi
             write_daemon_config "$d/helpdesk-milter.toml" "${base[@]}" "${settings[@]}"
             "$HELPDESK_MILTER_BIN" check --config "$d/helpdesk-milter.toml" >"$d/check.out" 2>&1 \
                 || die "helpdesk-milter check rejected $d/helpdesk-milter.toml ($c): $(cat "$d/check.out")"
@@ -544,6 +583,7 @@ wait_milter() {   # wait_milter CONFIG
 }
 
 MILTER[none]=""
+if uses_pg; then start_postgres; fi
 for c in "${CONFIG_LIST[@]}"; do [ "${MKIND[$c]}" = none ] || start_milter "$c"; done
 for c in "${CONFIG_LIST[@]}"; do [ "${MKIND[$c]}" = none ] || wait_milter "$c"; done
 

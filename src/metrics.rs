@@ -47,10 +47,15 @@ pub enum Metric {
     /// Messages (or, for `negotiation`, connections) the milter could not handle normally, by
     /// `kind` ([`MilterError`]).
     MilterErrors,
+    /// Whether the state store can be used (a gauge, 1 or 0).
+    StoreUp,
+    /// Calls to the shared store that failed or took longer than `[state] timeout`, by `kind`
+    /// ([`StoreFailure`]).
+    StoreFailures,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 14] = [
         Metric::Messages,
         Metric::RepliesQueued,
         Metric::RepliesSent,
@@ -63,6 +68,8 @@ impl Metric {
         Metric::OutboxDepth,
         Metric::OutboxOldestAge,
         Metric::MilterErrors,
+        Metric::StoreUp,
+        Metric::StoreFailures,
     ];
 
     /// The name served; counters end in `_total`.
@@ -80,6 +87,8 @@ impl Metric {
             Metric::OutboxDepth => "helpdesk_milter_outbox_depth",
             Metric::OutboxOldestAge => "helpdesk_milter_outbox_oldest_age_seconds",
             Metric::MilterErrors => "helpdesk_milter_errors_total",
+            Metric::StoreUp => "helpdesk_milter_store_up",
+            Metric::StoreFailures => "helpdesk_milter_store_failures_total",
         }
     }
 
@@ -102,11 +111,15 @@ impl Metric {
             Metric::MilterErrors => {
                 "Milter errors, by kind: on_error applied, or the message or connection refused."
             }
+            Metric::StoreUp => "1 while the state store can be used, 0 while no auto-reply can be decided.",
+            Metric::StoreFailures => {
+                "Calls to the shared state store that failed or took longer than state.timeout, by kind."
+            }
         }
     }
 
     fn is_gauge(self) -> bool {
-        matches!(self, Metric::OutboxDepth | Metric::OutboxOldestAge)
+        matches!(self, Metric::OutboxDepth | Metric::OutboxOldestAge | Metric::StoreUp)
     }
 
     /// The label of a labelled metric, and every value it can take.
@@ -116,6 +129,7 @@ impl Metric {
             Metric::RepliesSuppressed => Some(("reason", Reason::ALL.map(Reason::as_str).to_vec())),
             Metric::RepliesFailed => Some(("reason", LostReply::ALL.map(LostReply::as_str).to_vec())),
             Metric::MilterErrors => Some(("kind", MilterError::ALL.map(MilterError::as_str).to_vec())),
+            Metric::StoreFailures => Some(("kind", StoreFailure::ALL.map(StoreFailure::as_str).to_vec())),
             _ => None,
         }
     }
@@ -188,6 +202,26 @@ impl MilterError {
     }
 }
 
+/// Why a call to the shared store did not succeed (label `kind` of [`Metric::StoreFailures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// No answer within its limit (`[state] timeout` on the milter's path).
+    Timeout,
+    /// The server could not be reached, refused the call or this host.
+    Error,
+}
+
+impl StoreFailure {
+    pub const ALL: [StoreFailure; 2] = [StoreFailure::Timeout, StoreFailure::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreFailure::Timeout => "timeout",
+            StoreFailure::Error => "error",
+        }
+    }
+}
+
 /// A message for the Help Desk was triaged, with the reply decision in its header.
 pub fn triaged(class: Class, decision: Option<Decision>) {
     counter!(Metric::Messages.name(), "class" => class.as_str()).increment(1);
@@ -240,6 +274,16 @@ pub fn milter_error(kind: MilterError) {
 pub fn outbox_gauges(depth: usize, oldest: Option<Duration>) {
     gauge!(Metric::OutboxDepth.name()).set(depth as f64);
     gauge!(Metric::OutboxOldestAge.name()).set(oldest.map_or(0.0, |age| age.as_secs() as f64));
+}
+
+/// Whether the state store can be used.
+pub fn store_up(up: bool) {
+    gauge!(Metric::StoreUp.name()).set(if up { 1.0 } else { 0.0 });
+}
+
+/// A call to the shared store failed or timed out.
+pub fn store_failure(kind: StoreFailure) {
+    counter!(Metric::StoreFailures.name(), "kind" => kind.as_str()).increment(1);
 }
 
 /// Serves the metrics on `addr` (http://ADDR/metrics) from now on. Binds at once and fails if it

@@ -2,15 +2,18 @@
 //! caps), kept as keyed hashes with an expiry.
 //!
 //! No address is stored: the key is HMAC-SHA256(secret, canonical sender) (`store::keys`).
-//! Decisions are taken in memory under one lock (an atomic check-and-set, no disk I/O on the
-//! milter's path); the reply worker then records each reservation in the store, durably, before
-//! the reply is written (`store::sqlite`). The caps are part of it, so a restart, even a loop of
-//! them, does not start them again at zero.
+//! With the embedded store, decisions are taken in memory under one lock (an atomic
+//! check-and-set, no disk I/O on the milter's path); the reply worker then records each
+//! reservation in the store, durably, before the reply is written (`store::sqlite`). With a
+//! shared store, the check-and-set is one transaction on the server, for every host at once,
+//! within `[state] timeout` (`store::postgres`). The caps are part of it, so a restart, even a
+//! loop of them, does not start them again at zero.
 
-use crate::policy::{Decision, StateView};
+use crate::policy::{Decision, Reason, StateView};
 pub use crate::store::Reservation;
 use crate::store::StoreError;
 use crate::store::keys::{Key, Keys};
+use crate::store::postgres::Shared;
 use crate::store::sqlite::Embedded;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,12 +38,31 @@ struct Inner {
     topics: HashMap<(Key, String), u64>,
 }
 
+/// Where the decisions are kept.
+enum Store {
+    /// Nowhere: a state in memory only.
+    Memory,
+    /// In memory, recorded in this host's file.
+    Embedded(Arc<Embedded>),
+    /// On the server that the hosts share, where they are also taken.
+    Shared(Arc<Shared>),
+}
+
+/// What the state knows of one sender and the last hour, wherever it keeps it.
+#[derive(Default)]
+struct Known {
+    answered: bool,
+    last_hour: u32,
+    domain_last_hour: u32,
+    /// The hot topics of the request that no reply of the interval led with.
+    new: Vec<String>,
+}
+
 /// The state of the auto-responder.
 pub struct ReplyState {
     keys: Keys,
     inner: Mutex<Inner>,
-    /// The store; None for a state in memory only.
-    disk: Option<Arc<Embedded>>,
+    store: Store,
     /// Why the store cannot be used; every decision is then "suppressed (store)".
     unavailable: Option<String>,
     max_entries: usize,
@@ -61,10 +83,27 @@ impl ReplyState {
             recent: loaded.sent.into_iter().collect(),
             topics: loaded.topics.into_iter().map(|(k, t, e)| ((k, t), e)).collect(),
         };
-        let state =
-            ReplyState { keys, inner: Mutex::new(inner), disk: Some(store), unavailable: None, max_entries };
+        let state = ReplyState {
+            keys,
+            inner: Mutex::new(inner),
+            store: Store::Embedded(store),
+            unavailable: None,
+            max_entries,
+        };
         state.purge(now)?;
         Ok(state)
+    }
+
+    /// The state kept on a server that several hosts share: nothing is loaded, every decision
+    /// is taken there.
+    pub fn shared(store: Arc<Shared>, keys: Keys, max_entries: usize) -> ReplyState {
+        ReplyState {
+            keys,
+            inner: Mutex::new(Inner::default()),
+            store: Store::Shared(store),
+            unavailable: None,
+            max_entries,
+        }
     }
 
     /// A state that remembers nothing on disk, for `classify`: as if nobody had been answered.
@@ -72,7 +111,7 @@ impl ReplyState {
         ReplyState {
             keys: Keys::random(),
             inner: Mutex::new(Inner::default()),
-            disk: None,
+            store: Store::Memory,
             unavailable: None,
             max_entries: usize::MAX,
         }
@@ -121,39 +160,29 @@ impl ReplyState {
             inner.recent.pop_front();
         }
         let pointed = |t: &String| inner.topics.get(&(key, t.clone())).is_some_and(|&e| e > now);
-        let new: Vec<String> = topics.hot_matched.iter().filter(|t| !pointed(t)).cloned().collect();
-        let view = StateView {
-            answered_recently: inner.answered.get(&key).is_some_and(|&expiry| expiry > now),
-            replies_last_hour: u32::try_from(inner.recent.len()).unwrap_or(u32::MAX),
-            domain_replies_last_hour: u32::try_from(
-                inner.recent.iter().filter(|(_, d)| *d == domain).count(),
-            )
-            .unwrap_or(u32::MAX),
-            unavailable: self.unavailable.is_some(),
-            new_topic: !new.is_empty(),
+        let known = Known {
+            answered: inner.answered.get(&key).is_some_and(|&expiry| expiry > now),
+            last_hour: u32::try_from(inner.recent.len()).unwrap_or(u32::MAX),
+            domain_last_hour: u32::try_from(inner.recent.iter().filter(|(_, d)| *d == domain).count())
+                .unwrap_or(u32::MAX),
+            new: topics.hot_matched.iter().filter(|t| !pointed(t)).cloned().collect(),
         };
-        let decision = decide(&view);
-        let first = match decision {
-            Decision::Queued => true,
-            Decision::QueuedNewTopic => false,
-            Decision::Suppressed(_) => return (decision, None),
-        };
-        let expiry = now.saturating_add(interval.as_secs());
-        // A reply points the sender to the hot topics it leads with: all matched ones for a first
-        // reply, the new ones for one more.
-        let recorded = if first { topics.hot_matched.clone() } else { new };
-        if first {
-            inner.answered.insert(key, expiry);
+        let (decision, r) =
+            conclude((key, domain), now, interval, topics, known, self.unavailable.is_some(), decide);
+        if let Some(r) = &r {
+            if r.first {
+                inner.answered.insert(key, r.expiry);
+            }
+            for t in &r.topics {
+                inner.topics.insert((key, t.clone()), r.expiry);
+            }
+            inner.recent.push_back((now, domain));
         }
-        for t in &recorded {
-            inner.topics.insert((key, t.clone()), expiry);
-        }
-        inner.recent.push_back((now, domain));
-        (decision, Some(Reservation { key, domain, at: now, expiry, topics: recorded, first }))
+        (decision, r)
     }
 
     /// The decision for one sender on the milter's path: the same check-and-set, asked the way
-    /// the store wants (here, in memory, at once).
+    /// the store wants (in memory at once, or on the shared server within its timeout).
     pub async fn decide(
         &self,
         canonical_sender: &str,
@@ -162,15 +191,55 @@ impl ReplyState {
         topics: &Topics,
         decide: impl FnOnce(&StateView) -> Decision + Send,
     ) -> (Decision, Option<Reservation>) {
-        self.decide_with_topics(canonical_sender, now, interval, topics, decide)
+        match &self.store {
+            Store::Shared(shared) if self.unavailable.is_none() => {
+                self.decide_shared(shared, canonical_sender, now, interval, topics, decide).await
+            }
+            _ => self.decide_with_topics(canonical_sender, now, interval, topics, decide),
+        }
+    }
+
+    /// The check-and-set on the shared server, within its timeout; on a timeout or an error, no
+    /// reply and no reservation (the store logs it, once per outage).
+    async fn decide_shared(
+        &self,
+        shared: &Arc<Shared>,
+        canonical_sender: &str,
+        now: u64,
+        interval: Duration,
+        topics: &Topics,
+        decide: impl FnOnce(&StateView) -> Decision + Send,
+    ) -> (Decision, Option<Reservation>) {
+        let (key, domain) = self.keys.sender_and_domain(canonical_sender);
+        let look = match shared.look(key, domain, now, topics.hot_matched.clone()).await {
+            Ok(look) => look,
+            Err(_) => return conclude((key, domain), now, interval, topics, Known::default(), true, decide),
+        };
+        let known = Known {
+            answered: look.seen.answered,
+            last_hour: look.seen.last_hour,
+            domain_last_hour: look.seen.domain_last_hour,
+            new: topics.hot_matched.iter().filter(|t| !look.seen.pointed.contains(t)).cloned().collect(),
+        };
+        let (decision, mut r) = conclude((key, domain), now, interval, topics, known, false, decide);
+        if let Some(r) = &mut r {
+            // Random, so that it names no one; should randomness fail, any value undoes the
+            // reply's rows all the same, with the sender's key beside it.
+            r.id = getrandom::u64().map_or(1, |v| v as i64);
+        }
+        match look.reserve(r.clone()).await {
+            Ok(()) => (decision, r),
+            Err(_) => (Decision::Suppressed(Reason::Store), None),
+        }
     }
 
     /// Records a reservation in the store (blocking: call it off the milter's path). A failure
-    /// means the reply must not be sent, since a restart would forget it was.
+    /// means the reply must not be sent, since a restart would forget it was. A shared store
+    /// recorded it already, as it decided.
     pub fn persist(&self, r: &Reservation) -> Result<(), StoreError> {
-        match &self.disk {
-            Some(disk) => disk.record(r),
-            None => Ok(()),
+        match &self.store {
+            Store::Embedded(disk) => disk.record(r),
+            Store::Memory | Store::Shared(_) => Ok(()),
         }
     }
 
@@ -180,9 +249,10 @@ impl ReplyState {
     /// queued.
     pub fn release(&self, r: &Reservation) -> Result<(), StoreError> {
         self.forget(r);
-        match &self.disk {
-            Some(disk) => disk.release(r),
-            None => Ok(()),
+        match &self.store {
+            Store::Embedded(disk) => disk.release(r),
+            Store::Shared(shared) => blocking(shared.release(r)),
+            Store::Memory => Ok(()),
         }
     }
 
@@ -225,8 +295,10 @@ impl ReplyState {
             }
             (expired, dropped)
         };
-        if let Some(disk) = &self.disk {
-            disk.purge(now, &dropped)?;
+        match &self.store {
+            Store::Embedded(disk) => disk.purge(now, &dropped)?,
+            Store::Shared(shared) => return blocking(shared.purge(now, self.max_entries)),
+            Store::Memory => {}
         }
         Ok(expired + dropped.len())
     }
@@ -238,6 +310,44 @@ impl ReplyState {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The policy's decision on what the state knows, and the reservation of a reply it queues: a
+/// first reply points the sender to all the hot topics it leads with, one more to the new ones.
+fn conclude(
+    (key, domain): (Key, Key),
+    now: u64,
+    interval: Duration,
+    topics: &Topics,
+    known: Known,
+    unavailable: bool,
+    decide: impl FnOnce(&StateView) -> Decision,
+) -> (Decision, Option<Reservation>) {
+    let view = StateView {
+        answered_recently: known.answered,
+        replies_last_hour: known.last_hour,
+        domain_replies_last_hour: known.domain_last_hour,
+        unavailable,
+        new_topic: !known.new.is_empty(),
+    };
+    let decision = decide(&view);
+    let first = match decision {
+        Decision::Queued => true,
+        Decision::QueuedNewTopic => false,
+        Decision::Suppressed(_) => return (decision, None),
+    };
+    let topics = if first { topics.hot_matched.clone() } else { known.new };
+    let expiry = now.saturating_add(interval.as_secs());
+    (decision, Some(Reservation { key, domain, at: now, expiry, topics, first, id: 0 }))
+}
+
+/// Runs a call to the shared store from a blocking thread of the runtime (the reply worker's
+/// and the purge's `spawn_blocking`).
+fn blocking<T>(call: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime.block_on(call),
+        Err(e) => Err(StoreError(format!("the shared store needs the daemon's runtime: {e}"))),
     }
 }
 

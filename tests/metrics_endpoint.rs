@@ -10,7 +10,7 @@ mod mta;
 
 use daemon::{Daemon, SilentRelay, free_port};
 use helpdesk_milter::classify::Class;
-use helpdesk_milter::metrics::{LostReply, MilterError};
+use helpdesk_milter::metrics::{LostReply, MilterError, StoreFailure};
 use helpdesk_milter::policy::Reason;
 use indymilter::ProtoOpts;
 use indymilter::message::reply::Reply;
@@ -317,6 +317,8 @@ fn counts_what_was_sent_in_valid_prometheus_text() {
     assert_eq!(s.by_label(&m("replies_suppressed_total")), reasons);
     assert_eq!(s.by_label(&m("replies_failed_total")), failures);
     assert_eq!(s.by_label(&m("errors_total")), kinds);
+    assert_eq!(s.by_label(&m("store_failures_total")), zeros(StoreFailure::ALL, StoreFailure::as_str));
+    assert_eq!(s.value(&m("store_up"), &[]), 1.0, "the embedded store opened");
     let plain = [
         "replies_queued_total",
         "replies_sent_total",
@@ -330,7 +332,7 @@ fn counts_what_was_sent_in_valid_prometheus_text() {
     for name in plain {
         assert_eq!(s.value(&m(name), &[]), 0.0, "{name}");
     }
-    assert_eq!(s.families.len(), 4 + plain.len(), "no other family:\n{}", s.body);
+    assert_eq!(s.families.len(), 6 + plain.len(), "no other family:\n{}", s.body);
 
     // Mail of known classes and decisions.
     let tag = run_tag();

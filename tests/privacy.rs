@@ -2,15 +2,19 @@
 //! are answered, a follow-up, a WhisperBack report, a bounce, a reply the relay refuses), no log
 //! line at info level or above, no file in the state directory and no triage header holds an
 //! address, a display name, a Subject, a Message-ID or a word of a body (the statistics included).
-//! Needs root and Postfix.
+//! The same with the shared store: nothing of it on the server's tables either. Needs root,
+//! Postfix and PostgreSQL.
 
 #[path = "support/daemon.rs"]
 mod daemon;
 #[path = "support/postfix.rs"]
 mod postfix;
+#[path = "support/postgres.rs"]
+mod postgres;
 
 use daemon::Daemon;
 use postfix::{PostfixRig, RigOptions, SinkMessage, free_port};
+use postgres::Postgres;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -108,6 +112,17 @@ fn is_reply(m: &SinkMessage) -> bool {
 
 #[test]
 fn no_address_subject_or_content_in_logs_state_or_headers() {
+    scan(None);
+}
+
+#[test]
+fn no_address_subject_or_content_on_the_shared_server() {
+    scan(Some(&Postgres::start()));
+}
+
+/// Sends the mix through a rig and a daemon (on `db`'s shared store, if given) and scans what
+/// they keep.
+fn scan(db: Option<&Postgres>) {
     let milter_port = free_port();
     // The relay is the rig's smtpd with the milter; it refuses one recipient, quoting it.
     let rig = PostfixRig::start(RigOptions {
@@ -121,8 +136,12 @@ fn no_address_subject_or_content_in_logs_state_or_headers() {
         )],
         ..Default::default()
     });
+    let state = db.map(|db| db.state_toml("1s")).unwrap_or_default();
     let daemon = Daemon::start_with_env(
-        &format!("[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1s\"", rig.smtpd_port()),
+        &format!(
+            "{state}[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1s\"",
+            rig.smtpd_port()
+        ),
         &[("HELPDESK_MILTER_LOG", "info")],
     );
     // start_with_env picks its own port: point the rig at it.
@@ -160,11 +179,18 @@ fn no_address_subject_or_content_in_logs_state_or_headers() {
     assert_eq!(counted, msgs.len() as u64, "statistics:\n{}", daemon.log());
     let mut files = Vec::new();
     files_under(&daemon.state_dir(), &mut files);
-    for name in ["store.sqlite", "secret"] {
-        assert!(files.iter().any(|f| f.file_name().is_some_and(|n| n == name)), "{name}: {files:?}");
+    let kept: &[&str] = if db.is_some() { &["secret"] } else { &["store.sqlite", "secret"] };
+    for name in kept {
+        assert!(files.iter().any(|f| f.file_name().is_some_and(|n| n == *name)), "{name}: {files:?}");
     }
     for f in &files {
         assert_eq!(find_secret(&std::fs::read(f).unwrap()), None, "{} holds a writer's data", f.display());
+    }
+    if let Some(db) = db {
+        // Every row of every table of the server: keyed hashes, times, counts, topic ids.
+        let dump = db.dump_all();
+        assert!(dump.contains("== writers") && dump.contains("== messages"), "{dump}");
+        assert_eq!(find_secret(dump.as_bytes()), None, "the server holds a writer's data:\n{dump}");
     }
 
     // The triage headers of every delivered message: only our fixed words.

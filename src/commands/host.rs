@@ -2,9 +2,11 @@
 //! socket's directory and group, and a state directory whose files the daemon's user cannot
 //! read and write (a run as root by hand leaves root's files behind: the packaged daemon would
 //! then answer nothing). Under systemd, `ExecStartPre=helpdesk-milter check` runs as the daemon's
-//! user and under its system-call filter, so these checks see what the daemon will see.
+//! user and under its system-call filter, so these checks see what the daemon will see. A shared
+//! store's URL and password file are checked too, but never the server: a start must not fail
+//! while the database is down, since mail would then pass untriaged.
 
-use crate::config::{Config, Listen};
+use crate::config::{Backend, Config, Listen};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use nix::unistd::{AccessFlags, Gid, Uid, access};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -17,6 +19,10 @@ pub fn check_host(config: &Config) -> Result<(), Diagnostics> {
         problems.extend(socket(path, config.milter.socket_group.as_deref()).err());
     }
     problems.extend(state_directory(&config.state.directory));
+    if let Backend::Postgres { url, password_file } = &config.state.backend {
+        problems.extend(crate::store::postgres::check_url(url).err());
+        problems.extend(password_file.as_deref().and_then(|p| self::password_file(p).err()));
+    }
     if problems.is_empty() {
         return Ok(());
     }
@@ -125,6 +131,32 @@ fn unusable(path: &Path, meta: &std::fs::Metadata, dir_owner: u32) -> Option<Str
     None
 }
 
+/// The password file of a shared store: there, readable by the user running `check` (the
+/// daemon's user under systemd), and by no one else.
+fn password_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let fix = format!(
+        "put the password alone in it, readable by the daemon's user only: chown helpdesk-milter: {0}; chmod 0600 {0}",
+        path.display()
+    );
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("state.password_file: {}: {e}; {fix}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("state.password_file: {} is not a file; {fix}", path.display()));
+    }
+    if access(path, AccessFlags::R_OK).is_err() {
+        return Err(format!("state.password_file: {} cannot be read; {fix}", path.display()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "state.password_file: {} is readable by others than its owner (mode {mode:04o}); {fix}",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Every entry below `dir`, symlinks not followed.
 fn entries(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
     let mut out = Vec::new();
@@ -166,6 +198,20 @@ mod tests {
         let problems = state_directory(dir.path());
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("state.redb") && problems[0].contains("chown -R"), "{problems:?}");
+    }
+
+    #[test]
+    fn the_password_file_must_be_there_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db-password");
+        assert!(password_file(&file).unwrap_err().contains("No such file"));
+        std::fs::write(&file, "pw\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = password_file(&file).unwrap_err();
+        assert!(e.contains("readable by others") && e.contains("chmod 0600"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(password_file(&file), Ok(()));
+        assert!(password_file(dir.path()).unwrap_err().contains("not a file"));
     }
 
     #[test]

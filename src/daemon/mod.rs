@@ -24,12 +24,16 @@ pub mod shutdown;
 pub use reload::reload;
 pub use replies::reply_worker;
 
+use crate::config::Backend;
 use crate::config::Config;
 use crate::counts;
 use crate::listener::MilterListener;
 use crate::live::Live;
 use crate::reply_file::ReplyFile;
+use crate::store::keys::Keys;
+use crate::store::postgres::Shared;
 use crate::store::sqlite::Embedded;
+use crate::store::{CountStore, StoreError};
 use crate::{metrics, milter, outbox, watch};
 use sd_notify::NotifyState;
 use shutdown::{Task, stop_signal};
@@ -78,19 +82,23 @@ pub async fn run(
     reply_file: Option<ReplyFile>,
     mut signals: mpsc::Receiver<Signal>,
 ) -> Result<(), String> {
-    // The store before the socket: a `stats` run as soon as the daemon listens finds its tables.
+    // Metrics first, so that the store's gauges are served from its opening; the store before
+    // the socket, so that a `stats` run as soon as the daemon listens finds its tables.
+    let metrics_on = start_metrics(&config);
     let store = open_store(&config);
     let listener = MilterListener::bind(&config.milter)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.milter.listen))?;
-    let metrics_on = start_metrics(&config);
-    let replies = replies::start(&config, store.as_ref());
+    let replies = replies::start(&config, &store);
     let (counts_tx, counts_rx) = mpsc::unbounded_channel();
     let counts = Task::spawn("statistics writer", {
-        // Without the store at start, the writer keeps the counts and opens it at each try.
-        let store = crate::store::CountStore::Embedded(
-            store.unwrap_or_else(|| Arc::new(Embedded::lazy(&config.state.directory))),
-        );
+        let store = match store {
+            // Without the store at start, the writer keeps the counts and opens it at each try.
+            Opened::Embedded(store) => CountStore::Embedded(
+                store.unwrap_or_else(|| Arc::new(Embedded::lazy(&config.state.directory))),
+            ),
+            Opened::Shared(shared, _) => CountStore::Shared(shared),
+        };
         let retention = config.stats.retention;
         move |stop| counts::record(counts_rx, store, retention, stop.requested())
     });
@@ -158,14 +166,45 @@ async fn handle_signals(live: &Live, signals: &mut mpsc::Receiver<Signal>) {
     }
 }
 
-/// Opens (or creates) the embedded store; a store that cannot be used is logged, and the daemon
-/// runs on without replies, so that mail still flows.
-fn open_store(config: &Config) -> Option<Arc<Embedded>> {
-    match crate::store::open_embedded(&config.state.directory) {
-        Ok(s) => Some(Arc::new(s)),
-        Err(e) => {
-            error!("the reply state cannot be used, so no auto-reply will be sent until it is fixed: {e}");
-            None
+/// The store the configuration names, opened.
+pub(super) enum Opened {
+    /// This host's file; None when it cannot be used.
+    Embedded(Option<Arc<Embedded>>),
+    /// The server the hosts share (it connects at its first use), and this host's secret (None
+    /// when it cannot be used).
+    Shared(Arc<Shared>, Option<Keys>),
+}
+
+/// Opens (or creates) the embedded store, or sets up the shared one, which connects later; a
+/// store that cannot be used is logged, and the daemon runs on without replies, so that mail
+/// still flows.
+fn open_store(config: &Config) -> Opened {
+    let cannot = |e: StoreError| {
+        error!("the reply state cannot be used, so no auto-reply will be sent until it is fixed: {e}");
+    };
+    match &config.state.backend {
+        Backend::Embedded => Opened::Embedded(
+            crate::store::open_embedded(&config.state.directory).map(Arc::new).map_err(cannot).ok(),
+        ),
+        Backend::Postgres { url, password_file } => {
+            let dir = &config.state.directory;
+            // The secret stays on the host (the outbox too); the server keeps its fingerprint.
+            let keys =
+                std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+                    .create(dir)
+                    .map_err(|e| StoreError::at("cannot create the state directory", dir, e))
+                    .and_then(|()| Keys::load_or_create(dir, false))
+                    .map_err(cannot)
+                    .ok();
+            let fingerprint = keys.as_ref().map(Keys::fingerprint);
+            let shared = Shared::new(url, password_file.as_deref(), fingerprint, config.state.timeout);
+            info!(
+                "state and statistics kept on the shared store {}, checked at the first connection",
+                shared.name()
+            );
+            let shared = Arc::new(shared);
+            shared.warm_up();
+            Opened::Shared(shared, keys)
         }
     }
 }

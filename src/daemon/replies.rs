@@ -1,6 +1,7 @@
 //! The replies, off the milter's path: the state store, the worker that records and writes each
 //! reply the milter decided, the outbox and its sender, and the hourly purge of the state.
 
+use super::Opened;
 use super::shutdown::{StopSignal, Task};
 use crate::clock::unix_now;
 use crate::config::Config;
@@ -10,7 +11,6 @@ use crate::outbox::{self, Outbox, SenderConfig};
 use crate::reply;
 use crate::state::ReplyState;
 use crate::store::keys::Keys;
-use crate::store::sqlite::Embedded;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
@@ -30,7 +30,7 @@ pub(super) struct Replies {
 /// Opens the state and the outbox and starts the worker, the sender and the purge. A store or an
 /// outbox that cannot be used is logged and replaced by a state that never queues a reply (fail
 /// closed), so that mail still flows.
-pub(super) fn start(config: &Config, store: Option<&Arc<Embedded>>) -> Replies {
+pub(super) fn start(config: &Config, store: &Opened) -> Replies {
     let outbox_dir = config.state.directory.join("outbox");
     let mut state = open_state(config, store);
     let outbox = match Outbox::open(&outbox_dir) {
@@ -76,10 +76,16 @@ pub(super) fn start(config: &Config, store: Option<&Arc<Embedded>>) -> Replies {
 }
 
 /// The reply state kept in `store`; without a usable store (or secret), one that never queues a
-/// reply (fail closed), so that mail still flows.
-fn open_state(config: &Config, store: Option<&Arc<Embedded>>) -> Arc<ReplyState> {
-    let Some(store) = store else {
-        return Arc::new(ReplyState::unavailable("the store cannot be opened".into()));
+/// reply (fail closed), so that mail still flows. A shared store is used from its first
+/// successful connection on.
+fn open_state(config: &Config, store: &Opened) -> Arc<ReplyState> {
+    let store = match store {
+        Opened::Embedded(Some(store)) => store,
+        Opened::Embedded(None) => return unavailable("the store cannot be opened".into()),
+        Opened::Shared(shared, Some(keys)) => {
+            return Arc::new(ReplyState::shared(shared.clone(), keys.clone(), config.state.max_entries));
+        }
+        Opened::Shared(_, None) => return unavailable("the secret cannot be used".into()),
     };
     let dir = &config.state.directory;
     let opened = store
@@ -87,12 +93,20 @@ fn open_state(config: &Config, store: Option<&Arc<Embedded>>) -> Arc<ReplyState>
         .and_then(|has| Keys::load_or_create(dir, has))
         .and_then(|keys| ReplyState::open(store.clone(), keys, config.state.max_entries, unix_now()));
     match opened {
-        Ok(s) => Arc::new(s),
+        Ok(s) => {
+            metrics::store_up(true);
+            Arc::new(s)
+        }
         Err(e) => {
             error!("the reply state cannot be used, so no auto-reply will be sent until it is fixed: {e}");
-            Arc::new(ReplyState::unavailable(e.to_string()))
+            unavailable(e.to_string())
         }
     }
+}
+
+fn unavailable(why: String) -> Arc<ReplyState> {
+    metrics::store_up(false);
+    Arc::new(ReplyState::unavailable(why))
 }
 
 /// Records each queued reply in the state store, builds it from the reply file version it was

@@ -3,12 +3,14 @@
 //!
 //! - [`keys`]: the HMAC secret, its fingerprint, and the keyed hashes;
 //! - [`sqlite`]: the embedded store, one SQLite file per host (the default);
+//! - [`postgres`]: the shared store, one PostgreSQL server for every host of one Help Desk;
 //! - [`migrate`]: the stores of earlier versions (redb), carried over once.
 //!
 //! The types below are what every backend reads and writes.
 
 pub mod keys;
 mod migrate;
+pub mod postgres;
 pub mod sqlite;
 
 /// Opens (or creates) the embedded store of `dir`, carrying over the stores of earlier versions.
@@ -86,6 +88,11 @@ pub struct Reservation {
     pub topics: Vec<String>,
     /// The sender's first reply of the interval (not one more for a new topic).
     pub first: bool,
+    /// A random number that marks this reply's rows in a shared store, so that [`release`]
+    /// undoes exactly them, whichever host made them (0 in the embedded store).
+    ///
+    /// [`release`]: crate::state::ReplyState::release
+    pub id: i64,
 }
 
 /// What the reply state starts from: what has not expired yet.
@@ -199,6 +206,8 @@ pub const WEEK_GRACE_SECS: u64 = 86400;
 pub enum CountStore {
     /// This host's file.
     Embedded(Arc<sqlite::Embedded>),
+    /// The server the hosts share.
+    Shared(Arc<postgres::Shared>),
 }
 
 impl CountStore {
@@ -226,6 +235,10 @@ impl CountStore {
                     }
                 }
             }
+            CountStore::Shared(store) => match store.add_counts(&batch, now, first_day_kept).await {
+                Ok(r) => Ok(r),
+                Err(e) => Err((e, batch)),
+            },
         }
     }
 
@@ -233,6 +246,7 @@ impl CountStore {
     pub fn describe(&self) -> String {
         match self {
             CountStore::Embedded(store) => store.path().display().to_string(),
+            CountStore::Shared(store) => store.name().to_string(),
         }
     }
 }
@@ -241,8 +255,8 @@ impl CountStore {
 pub fn read_counts(config: &crate::config::StateConfig) -> Result<CountsData, StoreError> {
     match &config.backend {
         crate::config::Backend::Embedded => sqlite::read_counts(&config.directory),
-        crate::config::Backend::Postgres { .. } => {
-            Err(StoreError("the shared backend is not available in this build".into()))
+        crate::config::Backend::Postgres { url, password_file } => {
+            postgres::read_counts(url, password_file.as_deref())
         }
     }
 }

@@ -407,7 +407,7 @@ fn add(tx: &Transaction<'_>, batch: &Batch, now: u64, first_day_kept: u32) -> ru
 }
 
 /// Whether the week `label` is over, its grace included, at `now`.
-fn week_is_over(label: &str, now: u64) -> bool {
+pub(super) fn week_is_over(label: &str, now: u64) -> bool {
     Week::parse(label).is_ok_and(|w| {
         let end = u64::from(crate::calendar::day_of_date(w.plus(1).monday())) * 86400;
         end + WEEK_GRACE_SECS <= now
@@ -441,13 +441,17 @@ fn purge_counts(tx: &Transaction<'_>, first_day_kept: u32) -> rusqlite::Result<u
     let mut stmt = tx.prepare("SELECT DISTINCT week FROM people")?;
     let weeks: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     for week in weeks {
-        let old = Week::parse(&week)
-            .is_ok_and(|w| crate::calendar::day_of_date(w.plus(1).monday()) <= first_day_kept);
-        if old {
+        if week_ends_before(&week, first_day_kept) {
             purged += tx.execute("DELETE FROM people WHERE week = ?1", [&week])?;
         }
     }
     Ok(purged)
+}
+
+/// Whether the week `label` ended by the day `first_day_kept`: its people counts are past the
+/// retention.
+pub(super) fn week_ends_before(label: &str, first_day_kept: u32) -> bool {
+    Week::parse(label).is_ok_and(|w| crate::calendar::day_of_date(w.plus(1).monday()) <= first_day_kept)
 }
 
 fn read(conn: &Connection) -> rusqlite::Result<CountsData> {
