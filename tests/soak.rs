@@ -244,7 +244,8 @@ fn two_hundred_concurrent_sessions_lose_nothing_reply_exactly_and_stay_flat() {
     for m in &incoming {
         arrived.entry(header_one(m, "Message-ID")).or_default().push(m);
     }
-    let expected: HashMap<String, &Sent> = sent.iter().map(|m| (format!("<{}>", m.id), m)).collect();
+    let expected: HashMap<String, &Sent> =
+        sent.iter().map(|m| (load::delivered_message_id(m.kind, &m.id), m)).collect();
     assert_eq!(expected.len(), sent.len(), "Message-IDs are unique");
     let missing: Vec<&String> = expected.keys().filter(|id| !arrived.contains_key(*id)).collect();
     let unexpected: Vec<&String> = arrived.keys().filter(|id| !expected.contains_key(*id)).collect();
@@ -392,6 +393,6 @@ fn a_reply_flood_of_distinct_forged_senders_stops_at_the_caps() {
     assert_eq!(answered, queued, "the replies went to the senders whose request says queued");
     // The log says why, once per message (and names no one).
     let log = daemon.log();
-    assert_eq!(log.matches("autoreply=suppressed (cap)").count(), sent.len() - PER_HOUR);
+    assert_eq!(log.matches("autoreply=suppressed reason=cap").count(), sent.len() - PER_HOUR);
     assert!(!log.contains("flood.example") && !log.contains("someone@"), "no address in the log");
 }

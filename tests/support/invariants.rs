@@ -16,6 +16,7 @@ use helpdesk_milter::policy::{self, Decision, PolicyConfig, Reason, StateView};
 use helpdesk_milter::reply;
 use helpdesk_milter::reply_file::{ReplyFile, normalize_for_matching};
 use helpdesk_milter::state::ReplyState;
+use helpdesk_milter::tagging;
 use helpdesk_milter::triage::{self, Deps, HeaderChange, Triage, TriageError};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -293,7 +294,8 @@ fn comparable(r: &Result<Triage, TriageError>) -> Result<Triage, TriageError> {
 }
 
 /// The suffixes of the headers the triage adds.
-const ADDED: [&str; 7] = ["Class", "Priority", "Report-Id", "Encrypted", "Tags", "Topic", "Autoreply"];
+const ADDED: [&str; 8] =
+    ["Class", "Priority", "Report-Id", "Encrypted", "Tags", "Topic", "Tagged", "Autoreply"];
 
 /// Checks every invariant of one end of message; returns the triage for callers that look further.
 pub fn check_classify(case: &ClassifyCase) -> Result<Triage, TriageError> {
@@ -337,6 +339,14 @@ pub fn check_classify(case: &ClassifyCase) -> Result<Triage, TriageError> {
     let class = t.class.expect("mail for the Help Desk has a class");
     let decision = t.decision.expect("mail for the Help Desk has an auto-reply decision");
 
+    // A WhisperBack report gets the Message-ID that names its report ID (see tagging); any other
+    // Message-ID of it is replaced, and no other message's Message-ID is touched.
+    let report_message_id = match (class, &t.signals.report_id) {
+        (Class::Whisperback, Some(id)) => Some(tagging::report_message_id(&cfg.helpdesk, id)),
+        _ => None,
+    };
+    let replaced = |n: &[u8]| report_message_id.is_some() && n.eq_ignore_ascii_case(b"Message-ID");
+
     // Apply the changes as the MTA does, to the fields it passed: every prefixed field is gone,
     // every other one is kept in order, and no deletion misses.
     let mut fields: Vec<Field> = fed.clone();
@@ -345,7 +355,7 @@ pub fn check_classify(case: &ClassifyCase) -> Result<Triage, TriageError> {
         match change {
             HeaderChange::Delete { name, index } => {
                 assert!(added.is_empty(), "a deletion after an addition could remove our own header");
-                assert!(prefixed(name), "deletes a header without the prefix: {change:?}");
+                assert!(prefixed(name) || replaced(name), "deletes a header without the prefix: {change:?}");
                 let at = fields
                     .iter()
                     .enumerate()
@@ -356,10 +366,18 @@ pub fn check_classify(case: &ClassifyCase) -> Result<Triage, TriageError> {
                 assert!(*index >= 1, "indexes are 1-based: {change:?}");
                 fields.remove(at);
             }
+            HeaderChange::Add { name, value } if name == "Message-ID" => {
+                assert_eq!(Some(value), report_message_id.as_ref(), "only a report's Message-ID is written");
+            }
             HeaderChange::Add { name, value } => added.push((name.clone(), value.clone())),
         }
     }
-    let kept: Vec<_> = fed.iter().filter(|(n, _)| !prefixed(n)).cloned().collect();
+    let ours = report_message_id.as_ref().is_some_and(|id| {
+        let ids: Vec<_> = fed.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"Message-ID")).collect();
+        ids.len() == 1 && String::from_utf8_lossy(&ids[0].1).trim().eq_ignore_ascii_case(id)
+    });
+    let kept: Vec<_> =
+        fed.iter().filter(|(n, _)| !prefixed(n) && (ours || !replaced(n))).cloned().collect();
     assert_eq!(fields, kept, "after the changes: every prefixed field gone, every other one kept");
 
     // Every added header carries the prefix and a one-line value from a closed vocabulary:
@@ -382,6 +400,10 @@ pub fn check_classify(case: &ClassifyCase) -> Result<Triage, TriageError> {
                 .is_some_and(|id| (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())),
             "Tags" => list(value).iter().all(|tag| cfg.helpdesk.subject_tags.contains(tag)),
             "Topic" => list(value).iter().all(|id| topic_ids.contains(&id.as_str())),
+            "Tagged" => value.split_once(' ').is_some_and(|(reports, topics)| {
+                reports.split(' ').all(|r| r.starts_with("wb:"))
+                    && list(topics).iter().all(|id| topic_ids.contains(&id.as_str()))
+            }),
             _ => false,
         };
         assert!(ok, "{name}: {value:?} is not a value the triage writes");

@@ -136,6 +136,21 @@ pub const TEAM_BY_DKIM: &str =
 /// A message of `kind` with Message-ID `<id>`, and its envelope sender ("" = null sender).
 /// `sender` is the writer's address (ignored for WhisperBack, bounces and team mail, whose
 /// senders are fixed by their kind).
+/// The report ID of the WhisperBack report `message` makes for `id`: one per ID (digits stay
+/// digits, the dots become `e`).
+pub fn report_id(id: &str) -> String {
+    id.bytes().map(|b| format!("{:x}", b % 16)).take(32).collect()
+}
+
+/// The Message-ID that message `id` of `kind` has once delivered: a WhisperBack report's is
+/// replaced by the one derived from its report ID (see src/tagging.rs), any other is kept.
+pub fn delivered_message_id(kind: Kind, id: &str) -> String {
+    match kind {
+        Kind::WhisperBack => format!("<whisperback.{}@tails.net>", report_id(id)),
+        _ => format!("<{id}>"),
+    }
+}
+
 pub fn message(kind: Kind, id: &str, sender: &str) -> (String, Vec<u8>) {
     let common = format!("To: {HELPDESK}\nMessage-ID: <{id}>\nDate: Sat, 21 Nov 2026 10:00:00 +0000\n");
     let (envelope, text) = match kind {
@@ -146,10 +161,9 @@ pub fn message(kind: Kind, id: &str, sender: &str) -> (String, Vec<u8>) {
             ))
             .expect("tests/data/whisperback-sample.eml");
             // The sample has no Message-ID (WhisperBack sets none; the relay before us would).
-            let hex: String = id.bytes().map(|b| format!("{:x}", b % 16)).take(32).collect();
             let sample = sample.replace(
                 "Subject: Bug report: 4ffd523ac6b83288ba219a6a55f4971b",
-                &format!("Subject: Bug report: {hex}\nMessage-ID: <{id}>"),
+                &format!("Subject: Bug report: {}\nMessage-ID: <{id}>", report_id(id)),
             );
             ("devnull@tails.boum.org".to_owned(), sample)
         }
