@@ -1,6 +1,7 @@
 //! End to end through a real Postfix: a WhisperBack report gets a Message-ID derived from its
 //! ID; a trusted Help Desk member's reply to it, even with its Subject encrypted, files it under
-//! a topic; a repeated tag and an untrusted one change nothing (issue 13, point 4).
+//! a topic; a repeated tag and an untrusted one change nothing; `stats` then counts the report as
+//! one person under the topic and cites its ID in the Markdown paragraph (issue 13, points 4, 5).
 //!
 //! The rig's Postfix has no SASL, so trust here is the other signal of `team_trust`: a team
 //! sender with a DKIM pass recorded by a trusted verifier (the tests/milter_protocol.rs tests
@@ -113,4 +114,16 @@ fn a_trusted_members_encrypted_reply_files_the_report_under_its_topic_once() {
     assert_eq!(tagged[0].header("X-HelpDesk-Tagged"), vec![format!("wb:{ID} wifi-realtek")]);
     assert_eq!(tagged[0].header("X-HelpDesk-Autoreply"), vec!["suppressed (tag)"]);
     assert!(all.iter().all(|m| m.header("Auto-Submitted").is_empty()), "no auto-reply");
+
+    // The report is one person under the topic, and the paragraph for the topic's GitLab issue
+    // cites its ID; neither the untrusted tag nor the repeated one added anything.
+    let mut people = daemon::stats_people(&daemon.stats(&[]));
+    wait_until("the report counted under its topic", &daemon, || {
+        people = daemon::stats_people(&daemon.stats(&[]));
+        people.topics.contains_key("wifi-realtek")
+    });
+    assert_eq!(people.topics.get("wifi-realtek"), Some(&1), "{people:?}");
+    assert_eq!(people.tagged_reports.get("wifi-realtek"), Some(&1), "{people:?}");
+    let paragraph = daemon.stats_text(&["--topic", "wifi-realtek", "--format", "markdown"]);
+    daemon::assert_paragraph(&paragraph, 1, &[ID]);
 }

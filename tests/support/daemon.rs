@@ -104,6 +104,13 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `helpdesk-milter stats ARGS` on this daemon's configuration: what it prints.
+    pub fn stats_text(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN).args(["stats", "-c"]).arg(&self.config).args(args).output().unwrap();
+        assert!(out.status.success(), "stats {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Waits until `stats` counts at least `n` messages (the counts are written off the milter's
     /// path, a moment after the message), and returns its JSON.
     pub fn wait_stats(&self, n: u64) -> serde_json::Value {
