@@ -78,6 +78,10 @@
 #   VARIANTS_FILE    the daemon's variants                        [benches/daemon-variants]
 #   HELPDESK_MILTER_BIN  the daemon binary; default: cargo build --release --locked, then
 #                        target/release/helpdesk-milter
+#   PERF=DIR         record each helpdesk-milter process with perf(1) during its throughput runs
+#                    (call graphs, DWARF unwinding), one file per round, configuration and kind:
+#                    DIR/r1-hm-unix:full-helpdesk.data; `perf report -i FILE --no-children`.
+#                    It costs the daemon CPU: these runs' figures are not the benchmark's.
 #
 # Exit status: 0 when every run delivered all its messages, 1 when any run lost or deferred mail
 # (the tables are still printed, with the failed runs marked), 2 on a setup error.
@@ -107,6 +111,7 @@ SETTLE=${SETTLE:-1}
 OPENDKIM_AR=${OPENDKIM_AR:-1}
 VARIANTS_FILE=${VARIANTS_FILE:-$REPO/benches/daemon-variants}
 HELPDESK_MILTER_BIN=${HELPDESK_MILTER_BIN:-}
+PERF=${PERF:-}
 
 SENDER=writer@example.net
 HELPDESK=helpdesk@example.org
@@ -224,6 +229,11 @@ if has_mkind dkim && ! command -v opendkim >/dev/null; then apt_install opendkim
 uses_pg() { local c; for c in "${CONFIG_LIST[@]}"; do [ "${MKIND[$c]}" = hm ] && [[ ${VARIANT[${VAR[$c]}]} == *@PG_URL@* ]] && return 0; done; return 1; }
 pg_bin() { find /usr/lib/postgresql -maxdepth 3 -name initdb -path '*/bin/*' 2>/dev/null | sort -V | tail -1 | xargs -r dirname; }
 if uses_pg && [ -z "$(pg_bin)" ]; then apt_install postgresql; fi
+if [ -n "$PERF" ]; then
+    command -v perf >/dev/null || apt_install linux-perf
+    mkdir -p "$PERF"
+    PERF=$(cd "$PERF" && pwd)
+fi
 # The report needs python3 in any case; pymilter its Milter module.
 if ! [ -x "$PYTHON" ] || { has_py && ! "$PYTHON" -c 'import Milter' 2>/dev/null; }; then
     if has_py; then apt_install python3 python3-milter; else apt_install python3; fi
@@ -822,8 +832,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
             [ -z "$B_PROBLEMS" ] || say "warm-up of $cfg (${LABEL[$cfg]}) failed: the runs below will likely fail too"
         fi
         for kind in "${KIND_LIST[@]}"; do
+            perf_pid=""
+            if [ -n "$PERF" ] && [ -n "$mpid" ] && [ "${MKIND[$cfg]}" = hm ]; then
+                perf record -q -F 999 --call-graph dwarf,32768 -p "$mpid" \
+                    -o "$PERF/r$r-$cfg-$kind.data" 2>>"$T/log/perf.err" &
+                perf_pid=$!
+                sleep 0.5
+            fi
             cpu0=0; [ -n "$mpid" ] && cpu0=$(cpu_ticks "$mpid")
             batch "round $r $cfg $kind: $SESSIONS sessions x $N" "$kind" "$SESSIONS" "$N"
+            if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
             cpu="-"
             [ -n "$mpid" ] && cpu=$(awk -v t=$(($(cpu_ticks "$mpid") - cpu0)) -v hz="$CLK_TCK" -v n="$N" \
                 'BEGIN { printf "%.0f", t * 1e6 / hz / n }')

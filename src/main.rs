@@ -377,7 +377,11 @@ fn run(config_path: PathBuf) -> ExitCode {
     // whoever runs it and whatever umask it inherits: the systemd unit says UMask=0077, a run by
     // hand must not leave 0755 and 0644 behind. The socket's mode is set from socket_mode.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread for the milter and its tasks: a milter callback is a few microseconds of work
+    // between socket events, and waking other worker threads for it cost more than the work
+    // (CPU per message under Postfix, README "Performance"). Disk and database work runs on
+    // tokio's blocking pool, never on this thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             error!("cannot start the runtime: {e}");
