@@ -2,16 +2,11 @@
 //! at start and exit; accept errors are survived instead of ending the daemon.
 
 use crate::config::{Listen, MilterConfig};
-use indymilter::{EitherStream, Listener};
-use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::time::Sleep;
 
 /// Pause after a failed accept (EMFILE and the like), so that the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -24,7 +19,6 @@ enum Inner {
 /// A bound milter socket.
 pub struct MilterListener {
     inner: Inner,
-    backoff: Option<Pin<Box<Sleep>>>,
     /// The UNIX socket we created, with its device and inode, removed at drop if still ours.
     unix_path: Option<(PathBuf, u64, u64)>,
 }
@@ -35,7 +29,7 @@ impl MilterListener {
         match &cfg.listen {
             Listen::Inet { host, port } => {
                 let l = TcpListener::bind((host.as_str(), *port)).await?;
-                Ok(MilterListener { inner: Inner::Tcp(l), backoff: None, unix_path: None })
+                Ok(MilterListener { inner: Inner::Tcp(l), unix_path: None })
             }
             Listen::Unix(path) => bind_unix(path, cfg.socket_mode, cfg.socket_group.as_deref()).await,
         }
@@ -43,7 +37,7 @@ impl MilterListener {
 
     /// Wraps an already bound TCP listener (tests bind port 0 first).
     pub fn from_tcp(l: TcpListener) -> MilterListener {
-        MilterListener { inner: Inner::Tcp(l), backoff: None, unix_path: None }
+        MilterListener { inner: Inner::Tcp(l), unix_path: None }
     }
 
     /// The bound address, for logs.
@@ -103,7 +97,6 @@ async fn bind_unix(path: &Path, mode: u32, group: Option<&str>) -> io::Result<Mi
     let meta = std::fs::metadata(path)?;
     Ok(MilterListener {
         inner: Inner::Unix(l),
-        backoff: None,
         unix_path: Some((path.to_path_buf(), meta.dev(), meta.ino())),
     })
 }
@@ -118,36 +111,33 @@ impl Drop for MilterListener {
     }
 }
 
-impl Listener for MilterListener {
-    type Io = EitherStream<TcpStream, UnixStream>;
+/// An accepted connection.
+pub enum Accepted {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
 
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
+impl MilterListener {
+    /// The next connection. A failed accept (a full file table, a connection aborted before it
+    /// was taken) must not stop the daemon: it is logged, and the next one is awaited.
+    pub async fn accept(&mut self) -> Accepted {
         loop {
-            if let Some(sleep) = self.backoff.as_mut() {
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                self.backoff = None;
-            }
             let accepted = match &self.inner {
-                Inner::Tcp(l) => l.poll_accept(cx).map_ok(|(s, _)| {
+                Inner::Tcp(l) => l.accept().await.map(|(s, _)| {
                     // Without it, each message waits for a delayed ACK (40-88 ms on loopback).
                     if let Err(e) = s.set_nodelay(true) {
                         tracing::warn!("cannot set TCP_NODELAY on a milter connection: {e}");
                     }
-                    EitherStream::Tcp(s)
+                    Accepted::Tcp(s)
                 }),
-                Inner::Unix(l) => l.poll_accept(cx).map_ok(|(s, _)| EitherStream::Unix(s)),
+                Inner::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
             };
             match accepted {
-                Poll::Ready(Ok(s)) => return Poll::Ready(Ok(s)),
-                // indymilter ends its accept loop on any error; a full file table or an aborted
-                // connection must not stop the daemon, so wait and accept again.
-                Poll::Ready(Err(e)) => {
+                Ok(s) => return s,
+                Err(e) => {
                     tracing::error!("accepting a milter connection failed: {e}; retrying");
-                    self.backoff = Some(Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)));
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
-                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -204,9 +194,9 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let mut ml = MilterListener::from_tcp(l);
         let _client = TcpStream::connect(addr).await.unwrap();
-        match ml.accept().await.unwrap() {
-            EitherStream::Tcp(s) => assert!(s.nodelay().unwrap()),
-            EitherStream::Unix(_) => panic!("expected TCP"),
+        match ml.accept().await {
+            Accepted::Tcp(s) => assert!(s.nodelay().unwrap()),
+            Accepted::Unix(_) => panic!("expected TCP"),
         }
     }
 }

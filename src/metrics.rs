@@ -168,13 +168,15 @@ impl LostReply {
 pub enum MilterError {
     /// The triage failed unexpectedly; `on_error` was applied.
     Internal,
-    /// The MTA did not take the header changes; `on_error` was applied.
+    /// The connection failed while the header changes were written: the MTA's own default action
+    /// applies to the message (nothing is counted or answered).
     HeaderChange,
     /// Rejected: more forged X-HelpDesk- fields than can be removed.
     ForgedHeaders,
     /// End of message without MAIL FROM (an MTA out of step); `on_error` was applied.
     NoTransaction,
-    /// MAIL FROM before negotiation (an MTA out of step); `on_error` was applied.
+    /// A command before the negotiation (an MTA out of step): the connection is closed, and the
+    /// MTA's own default action applies.
     NoSession,
     /// The MTA does not offer the header actions: its `milter_default_action` applies.
     Negotiation,

@@ -283,7 +283,7 @@ fn protocol_memory_stays_bounded_on_a_100_mib_body_and_1000_nested_multiparts() 
 
 #[test]
 fn protocol_a_header_over_the_protocol_frame_limit_costs_its_connection_only() {
-    // indymilter refuses a milter frame over 1 MiB - 1 and drops the connection; the MTA then
+    // The daemon (as libmilter) refuses a milter frame over 1 MiB - 1 and drops the connection; the MTA then
     // applies its milter_default_action. Postfix never sends such a frame: with a milter its
     // cleanup cuts every header field at 60,000 bytes (see the Postfix test below).
     let (daemon, _relay) = daemon_with_outbox();

@@ -224,6 +224,11 @@ proptest! {
     }
 
     #[test]
+    fn milter_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        invariants::check_milter_stream(&invariants::milter_input(&bytes));
+    }
+
+    #[test]
     fn outbox_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let dir = invariants::scratch_dir();
         invariants::check_outbox_bytes(dir.path(), &bytes);
@@ -643,4 +648,36 @@ fn shipped_files_and_a_generated_reply_file_pass_check() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "check accepted an undefined hot topic");
+}
+
+/// The harness of `milter_any_bytes` reaches the end of a message: a whole transaction in the
+/// structured input form gets the triage headers and an answer, and a damaged copy of it still
+/// passes the invariants.
+#[test]
+fn milter_stream_reaches_the_end_of_message() {
+    let mut input = vec![3u8];
+    let mut cmd = |code: u8, data: &[u8]| {
+        input.push(code);
+        input.push(data.len() as u8);
+        input.extend_from_slice(data);
+    };
+    cmd(b'C', b"mx\0" as &[u8]);
+    cmd(b'M', b"<alice@example.org>\0");
+    cmd(b'R', b"<support@tails.net>\0");
+    cmd(b'T', b"");
+    cmd(b'L', b"Subject\0Tor does not start\0");
+    cmd(b'L', b"X-HelpDesk-Class\0team\0");
+    cmd(b'N', b"");
+    cmd(b'B', b"Hello, Tor does not start on my laptop.\r\n");
+    cmd(b'E', b"");
+    cmd(b'Q', b"");
+    let out = invariants::check_milter_stream(&invariants::milter_input(&input));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("X-HelpDesk-Class\0support"), "{text:?}");
+    assert!(out.windows(5).any(|w| w == [0, 0, 0, 1, b'c']), "continue answers: {text:?}");
+    for cut in [3, 20, 40, input.len() - 3] {
+        let mut damaged = input.clone();
+        damaged[cut] ^= 0x5a;
+        invariants::check_milter_stream(&invariants::milter_input(&damaged));
+    }
 }

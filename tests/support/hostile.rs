@@ -77,7 +77,7 @@ pub fn cases(tag: &str, big_body_bytes: usize) -> Vec<Case> {
     };
 
     // A header line of exactly 1 MiB, CRLF included: the longest the milter protocol carries
-    // (indymilter refuses frames over 1 MiB - 1; name, value and two NULs fit).
+    // (the daemon, as libmilter, refuses frames over 1 MiB - 1; name, value and two NULs fit).
     let mut long = b"X-Long: ".to_vec();
     long.resize((1 << 20) - 2, b'a');
     long.extend_from_slice(b"\r\n");
