@@ -1,8 +1,11 @@
 //! The classifier and the reply policy against real-world mail (issue 12, point 3).
 //!
-//! The corpus is not in the repository: `tests/corpus/fetch` downloads the registry packages that
-//! hold it (tests/corpus/SOURCES.md: versions, checksums, licences, labels) into `target/corpus`
-//! or `$HELPDESK_CORPUS_DIR`. Without it this test fails and says to run the script.
+//! Part of the corpus is committed: the bounce collections of Sisimai, BounceParser,
+//! PHP-Bounce-Handler and flanker under `tests/corpus/data/<source>/`, byte for byte, each with
+//! its licence. The rest is not in the repository: `tests/corpus/fetch` downloads the registry
+//! packages that hold it into `target/corpus` or `$HELPDESK_CORPUS_DIR`; without it this test
+//! fails and says to run the script. tests/corpus/SOURCES.md gives every source's version or
+//! commit, checksum, licence and label.
 //!
 //! Each message goes through `triage::end_of_message`, the daemon's own code, with the example
 //! reply file, auto-replies on, and a fresh reply state (nobody answered yet):
@@ -23,10 +26,14 @@
 //!   CPython's tests and eight more of the SpamAssassin corpus; four Lotus Notes out-of-office
 //!   replies that lists relayed no longer count as person-to-person), before the Lotus Notes R5
 //!   Subject rule: 4 of 190 answered (those four); 0 of 2855, 890 of 890;
-//! * after it: 0 of 190; 0 of 2855, 890 of 890.
-//!
-//! The issue asks for 1,000 automated messages: SOURCES.md says what the registries hold, and
-//! why this is fewer.
+//! * after it: 0 of 190; 0 of 2855, 890 of 890;
+//! * December 2026, 1035 automated and 2857 person-to-person messages (the committed sets),
+//!   before the Hotmail feedback loop and Bluebottle rules: 6 of 1035 answered (Hotmail's
+//!   reports: Sisimai arf-22 to arf-24, PHP-Bounce-Handler fbl-hotmail and hotmailbounce;
+//!   Bluebottle's challenge in BounceParser); 0 of 2857, 892 of 892;
+//! * after them, and with two forwards that people wrote left out of Sisimai's set
+//!   (`FORWARDED_BY_PEOPLE`): 0 of 1033; 0 of 2857, 892 of 892. Four automated messages carry
+//!   no automated sign and are held back only by their class, follow-up (the test prints them).
 
 use helpdesk_milter::classify::{Class, Envelope};
 use helpdesk_milter::commands;
@@ -47,9 +54,18 @@ enum Kind {
     Personal,
 }
 
-/// One labelled set: a package unpacked by the fetch script, a directory in it, the file
-/// names it takes, its kind, and how a message is made into what reaches the Help Desk.
+/// Where a set lives: unpacked by the fetch script, or committed under tests/corpus/data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Root {
+    Fetched,
+    Committed,
+}
+
+/// One labelled set: a package unpacked by the fetch script (or a source committed under
+/// tests/corpus/data), a directory in it, the file names it takes, its kind, and how a message
+/// is made into what reaches the Help Desk.
 struct Set {
+    root: Root,
     package: &'static str,
     dir: &'static str,
     take: fn(&str) -> bool,
@@ -66,6 +82,7 @@ fn sets() -> Vec<Set> {
     vec![
         // Mailman's collection of real bounces, many MTAs (flufl.bounce's test data).
         Set {
+            root: Root::Fetched,
             package: "flufl-bounce",
             dir: "flufl_bounce-6.0.0/tests/data",
             take: |f| f.ends_with(".txt"),
@@ -74,6 +91,7 @@ fn sets() -> Vec<Set> {
         },
         // The bounce_email gem's real bounces and out-of-office replies, and three DSNs.
         Set {
+            root: Root::Fetched,
             package: "bounced",
             dir: "bounced/tests/bounce_email/bounces",
             take: any,
@@ -81,6 +99,7 @@ fn sets() -> Vec<Set> {
             prepare: as_received,
         },
         Set {
+            root: Root::Fetched,
             package: "bounced",
             dir: "bounced/tests/bounce_email/non_bounces",
             take: any,
@@ -88,6 +107,7 @@ fn sets() -> Vec<Set> {
             prepare: as_received,
         },
         Set {
+            root: Root::Fetched,
             package: "bounced",
             dir: "bounced/tests/bounces",
             take: any,
@@ -97,6 +117,7 @@ fn sets() -> Vec<Set> {
         // (Its tests/flufl_bounce is flufl.bounce's data again, less anonymised: left out.)
         // Bounces from ISPs and an auto-reply (not its spam or its GitHub notification).
         Set {
+            root: Root::Fetched,
             package: "baunsu",
             dir: "package/tests/emails",
             take: |f| f.starts_with("bounce_") || f.starts_with("auto_"),
@@ -105,6 +126,7 @@ fn sets() -> Vec<Set> {
         },
         // The SpamAssassin public corpus, ham: posts to discussion lists.
         Set {
+            root: Root::Fetched,
             package: "spam-assassin",
             dir: "package/data/easy-ham-1",
             take: |f| f.ends_with(".txt"),
@@ -112,6 +134,7 @@ fn sets() -> Vec<Set> {
             prepare: as_posted,
         },
         Set {
+            root: Root::Fetched,
             package: "spam-assassin",
             dir: "package/data/easy-ham-2",
             take: |f| f.ends_with(".txt"),
@@ -120,6 +143,7 @@ fn sets() -> Vec<Set> {
         },
         // The SpamAssassin public corpus, spam: one Exchange NDR of a spam (see BOUNCES_AMONG_HAM).
         Set {
+            root: Root::Fetched,
             package: "spam-assassin",
             dir: "package/data/spam-2",
             take: |f| BOUNCES_AMONG_SPAM.contains(&f),
@@ -128,6 +152,7 @@ fn sets() -> Vec<Set> {
         },
         // A Postfix bounce of a message to Gmail (Salmon's, from Lamson's, test data).
         Set {
+            root: Root::Fetched,
             package: "salmon-mail",
             dir: "salmon_mail-3.3.0/tests/data",
             take: |f| f == "bounce.msg",
@@ -136,6 +161,7 @@ fn sets() -> Vec<Set> {
         },
         // A MailSite bounce of a spam (SpamScope mail-parser's samples).
         Set {
+            root: Root::Fetched,
             package: "mail-parser",
             dir: "mail_parser-4.8.0/tests/mails",
             take: |f| f == "mail_malformed_2",
@@ -146,6 +172,7 @@ fn sets() -> Vec<Set> {
         // anti-virus gateway's), from Debian's libpython3.11-testsuite; the fetch script copies
         // only these.
         Set {
+            root: Root::Fetched,
             package: "cpython-email",
             dir: ".",
             take: |f| f.ends_with(".txt"),
@@ -154,19 +181,70 @@ fn sets() -> Vec<Set> {
         },
         // Real replies from many mail clients (talon's fixtures).
         Set {
+            root: Root::Fetched,
             package: "talon",
             dir: "talon-1.4.4/tests/fixtures/standard_replies",
             take: |f| f.ends_with(".eml"),
             kind: Kind::Personal,
             prepare: as_received,
         },
+        // Committed sets (tests/corpus/data/<source>, each with its LICENSE; SOURCES.md).
+        // Sisimai's set-of-emails: real bounces and ARF reports of many MTAs and providers,
+        // anonymised (bsd/: LF line ends; its mac/ and dos/ copies are left out), and the
+        // messages of its mbox-0 split (err/). Its tmp/ repeats three of bsd/: not committed.
+        committed(
+            "sisimai",
+            "bsd",
+            |f| f.ends_with(".eml") && !FORWARDED_BY_PEOPLE.contains(&f),
+            Kind::Automated,
+        ),
+        committed(
+            "sisimai",
+            "err",
+            |f| f.ends_with(".eml") && !FORWARDED_BY_PEOPLE.contains(&f),
+            Kind::Automated,
+        ),
+        // Its not/ ("is not a bounce mail"): two messages people wrote (a test message sent by
+        // an HTTP API, a message forwarding another as an attachment) are person-to-person; the
+        // third, rb-sisimai's issue 368, is a provider's mailbox-full notification (`Return-Path:
+        // <>`, `Auto-Submitted: auto-replied`, "automatic bounce notification"; checked by eye)
+        // that Sisimai keeps there for its own parser's sake: automated.
+        committed("sisimai", "not", |f| f.starts_with("is-not-bounce-"), Kind::Personal),
+        committed("sisimai", "not", |f| f == "rb-issue-368-bug.eml", Kind::Automated),
+        // Mail::DeliveryStatus::BounceParser's t/corpus: bounces, out-of-office and other
+        // auto-replies, challenge-response requests (Boxbe, Bluebottle); its four spam messages
+        // (tests that a spam is no bounce) are not committed.
+        committed("bounceparser", "corpus", |f| f.ends_with(".msg"), Kind::Automated),
+        // PHP-Bounce-Handler's eml/: bounces (Exim, qmail, Exchange, Hotmail, ...) and feedback
+        // loop reports (AOL, Yahoo, Hotmail, Comcast); not its three ARF examples of the draft
+        // specification nor unsubscribe.txt (a debugging log, not a message).
+        committed("php-bounce-handler", "eml", any, Kind::Automated),
+        // flanker's bounce and complaint fixtures (not the RFC 3464 and RFC 3798 examples nor a
+        // lone delivery-status part).
+        committed("flanker", "messages/bounce", |f| f.ends_with(".eml"), Kind::Automated),
+        committed("flanker", "messages/complaints", |f| f.ends_with(".eml"), Kind::Automated),
     ]
+}
+
+/// Messages of Sisimai's bounce collection that a person wrote: Apple Mail forwards of a
+/// Sendmail bounce (`Subject: Fwd: Returned mail: ...`, "Forward the message." or nothing, then
+/// "Begin forwarded message:" and the bounce quoted; checked by eye). Sisimai parses the bounce
+/// inside; for the Help Desk they are a person's mail, not automated: left out.
+const FORWARDED_BY_PEOPLE: &[&str] = &["lhost-sendmail-14.eml", "make-test-36.eml"];
+
+/// A set committed under tests/corpus/data, taken as received.
+fn committed(package: &'static str, dir: &'static str, take: fn(&str) -> bool, kind: Kind) -> Set {
+    Set { root: Root::Committed, package, dir, take, kind, prepare: as_received }
 }
 
 fn corpus_dir() -> PathBuf {
     std::env::var_os("HELPDESK_CORPUS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/corpus"))
+}
+
+fn committed_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/data")
 }
 
 /// Header lines of a message and its body, split at the first empty line; a leading mbox
@@ -345,6 +423,7 @@ fn run(config: &Config, reply_file: &ReplyFile, file: String, kind: Kind, raw: &
 #[test]
 fn real_world_mail_is_classed_and_answered_as_its_source_says() {
     let root = corpus_dir();
+    let committed = committed_dir();
     let config = Config::defaults(&root.join("none.toml"));
     assert!(config.autoreply.enabled, "the corpus test needs auto-replies on");
     let reply_file = ReplyFile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reply.toml"))
@@ -353,13 +432,18 @@ fn real_world_mail_is_classed_and_answered_as_its_source_says() {
     let mut outcomes = Vec::new();
     let mut seen = HashSet::new();
     for set in sets() {
-        let dir = root.join(set.package).join(set.dir);
-        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-            panic!(
+        let base = match set.root {
+            Root::Fetched => &root,
+            Root::Committed => &committed,
+        };
+        let dir = base.join(set.package).join(set.dir);
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| match set.root {
+            Root::Fetched => panic!(
                 "the mail corpus is missing ({}: {e}); run tests/corpus/fetch first \
                  (it downloads it into target/corpus, or $HELPDESK_CORPUS_DIR)",
                 dir.display()
-            )
+            ),
+            Root::Committed => panic!("a committed corpus set is missing ({}: {e})", dir.display()),
         });
         let mut files: Vec<PathBuf> = entries
             .map(|e| e.expect("corpus entry").path())
@@ -394,6 +478,20 @@ fn real_world_mail_is_classed_and_answered_as_its_source_says() {
     for o in &automated {
         *reasons.entry(o.triage.decision.expect("a decision").header_value()).or_default() += 1;
     }
+    // What each source gave, after the dedup (SOURCES.md's counts).
+    let mut by_source: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for o in &outcomes {
+        let source = o.file.split('/').next().unwrap_or_default();
+        *by_source
+            .entry((
+                if o.kind == Kind::Automated { "automated" } else { "person-to-person" },
+                source.to_owned(),
+            ))
+            .or_default() += 1;
+    }
+    for ((kind, source), n) in &by_source {
+        println!("  {n:5} {kind} from {source}");
+    }
     println!("automated messages: {}", automated.len());
     for (r, n) in &reasons {
         println!("  {n:5} {r}");
@@ -403,6 +501,14 @@ fn real_world_mail_is_classed_and_answered_as_its_source_says() {
         .filter(|o| o.triage.decision == Some(Decision::Queued))
         .map(|o| o.file.as_str())
         .collect();
+    // Automated mail that no automated sign caught, only its class (a follow-up): the next
+    // candidates for a rule, should they come without In-Reply-To.
+    let by_class_only: Vec<&str> = automated
+        .iter()
+        .filter(|o| o.triage.signals.automated_sign().is_none())
+        .map(|o| o.file.as_str())
+        .collect();
+    println!("automated, caught by no automated sign (only by their class): {by_class_only:?}");
 
     let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
     let mut new_requests = 0;
@@ -431,7 +537,7 @@ fn real_world_mail_is_classed_and_answered_as_its_source_says() {
         .collect();
 
     println!("wrongly answered: {answered:#?}\nwrongly classed: {misclassed:#?}");
-    assert!(automated.len() >= 190 && personal.len() >= 300, "the corpus shrank; check the fetch");
+    assert!(automated.len() >= 1000 && personal.len() >= 300, "the corpus shrank; check the fetch");
     assert!(answered.is_empty(), "{} automated messages would be answered", answered.len());
     assert!(misclassed.is_empty(), "{} person-to-person messages lost their class", misclassed.len());
     // A new request is answered unless a rule of its own says not to; the lists' posts are

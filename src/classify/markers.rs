@@ -109,3 +109,14 @@ fn is_notes_r5_out_of_office(key: &str) -> bool {
 /// commercial ones' wording).
 pub(super) const CHALLENGE_SUBJECT_PREFIXES: &[&str] =
     &["please confirm your message", "confirm your message", "sender verification required"];
+
+/// Headers that only a challenge-response system's request carries: Bluebottle's names the
+/// message held for confirmation (corpus: BounceParser bluebottle.msg, `Subject: RE: <the
+/// subject>`, "click on the following link to have your address added").
+pub(super) const CHALLENGE_HEADERS: &[&str] = &["X-Bluebottle-Request"];
+
+/// Hotmail's (Outlook.com's) feedback loop report, sent without an ARF part: the reported
+/// message attached whole, From this address and a Subject that begins so (corpus: Sisimai
+/// arf-22 to arf-24, PHP-Bounce-Handler fbl-hotmail.txt and hotmailbounce.txt).
+pub(super) const HOTMAIL_FEEDBACK_FROM: &str = "staff@hotmail.com";
+pub(super) const HOTMAIL_FEEDBACK_SUBJECT_PREFIX: &str = "complaint about message from ";

@@ -34,12 +34,14 @@ pub struct Signals {
     /// A delivery failure or delay notice without `multipart/report`: a delivery-status or
     /// rfc822-headers part anywhere, or the Subject of a known MTA's or gateway's notice.
     pub delivery_failure: bool,
-    /// An abuse report: an ARF feedback-report part anywhere, X-ARF, or a SpamCop report.
+    /// An abuse report: an ARF feedback-report part anywhere, X-ARF, a SpamCop report, or a
+    /// Hotmail feedback loop report.
     pub abuse_report: bool,
     /// An out-of-office or vacation notice without `Auto-Submitted` (X-Apple-Action, known
     /// Subjects of Outlook, Lotus Notes and others).
     pub out_of_office: bool,
-    /// A challenge-response system's request to confirm the message.
+    /// A challenge-response system's request to confirm the message (its Subject, or a header
+    /// only such a request carries).
     pub challenge: bool,
     /// The envelope sender or the From: address is a role address (mailer-daemon, noreply, ...),
     /// BATV and SRS wrapping undone.
@@ -191,16 +193,20 @@ impl Signals {
         self.encrypted = st.encrypted;
         let subject = self.subject.as_deref().map(subject_key).unwrap_or_default();
         self.delivery_failure = st.delivery_report || is_failure_subject(&subject);
-        // X-ARF (x-arf.org): `X-ARF: YES` on the report; SpamCop's reports' Subject prefix.
+        // X-ARF (x-arf.org): `X-ARF: YES` on the report; SpamCop's reports' Subject prefix;
+        // Hotmail's reports by their sender and Subject together.
         self.abuse_report = st.feedback_report
             || texts(msg, "X-ARF").iter().any(|v| v.eq_ignore_ascii_case("yes"))
-            || subject.starts_with("[spamcop (");
+            || subject.starts_with("[spamcop (")
+            || (self.from.as_deref() == Some(HOTMAIL_FEEDBACK_FROM)
+                && subject.starts_with(HOTMAIL_FEEDBACK_SUBJECT_PREFIX));
         // iCloud's vacation replies carry X-Apple-Action: VACATION.
         self.out_of_office = texts(msg, "X-Apple-Action").iter().any(|v| v.eq_ignore_ascii_case("vacation"))
             || is_out_of_office_subject(&subject);
         // Not X-Delivery-Agent: TMDA: TMDA puts it on all its users' mail (corpus: SpamAssassin
         // ham, exmh-workers), not only on its confirmation requests.
-        self.challenge = CHALLENGE_SUBJECT_PREFIXES.iter().any(|p| subject.starts_with(p));
+        self.challenge = CHALLENGE_SUBJECT_PREFIXES.iter().any(|p| subject.starts_with(p))
+            || CHALLENGE_HEADERS.iter().any(|h| present(msg, h));
         self.auto_submitted =
             texts(msg, HeaderName::AutoSubmitted.as_str()).iter().any(|v| auto_submitted_keyword(v) != "no");
         self.precedence_bulk = texts(msg, "Precedence")

@@ -317,6 +317,21 @@ fn abuse_reports_out_of_office_and_challenges() {
         ),
         ("jane@corp.example", "Subject: Réponse automatique : question\n\naway", AutomatedSign::OutOfOffice),
         ("jane@corp.example", "Subject: Please confirm your message\n\nclick", AutomatedSign::Challenge),
+        (
+            "support@bluebottle.example",
+            "From: jane@bluebottle.example\nSubject: RE: question\nX-Bluebottle-Request: <1234>\n\nclick",
+            AutomatedSign::Challenge,
+        ),
+        (
+            "staff@hotmail.com",
+            "From: staff@hotmail.com\nSubject: complaint about message from 192.0.2.1\n\nx",
+            AutomatedSign::AbuseReport,
+        ),
+        (
+            "reports@isp.example",
+            "From: <STAFF@hotmail.com>\nSubject:  Complaint about message from 192.0.2.1\n\nx",
+            AutomatedSign::AbuseReport,
+        ),
     ];
     for (sender, raw, sign) in cases {
         let s = signals_with(&c, sender, raw);
@@ -332,6 +347,9 @@ fn abuse_reports_out_of_office_and_challenges() {
         "Subject: Fwd: Jane Doe is out of the office.\n\nx",
         "Subject: Jane is out of the office today\n\nx",
         "Subject:  is out of the office.\n\nx",
+        // Hotmail's report Subject from anyone else, or another Subject from its sender.
+        "From: alice@example.org\nSubject: complaint about message from my bank\n\nx",
+        "From: staff@hotmail.com\nSubject: Re: complaint about message from 192.0.2.1\n\nx",
     ] {
         let s = signals_with(&c, "alice@example.org", raw);
         assert_eq!(s.automated_sign(), None, "{raw}");
