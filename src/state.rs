@@ -13,7 +13,7 @@ use crate::policy::{Decision, Reason, StateView};
 pub use crate::store::Reservation;
 use crate::store::StoreError;
 use crate::store::keys::{Key, Keys};
-use crate::store::postgres::Shared;
+use crate::store::postgres::{Seen, Shared};
 use crate::store::sqlite::Embedded;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -189,7 +189,7 @@ impl ReplyState {
         now: u64,
         interval: Duration,
         topics: &Topics,
-        decide: impl FnOnce(&StateView) -> Decision + Send,
+        decide: impl Fn(&StateView) -> Decision + Send,
     ) -> (Decision, Option<Reservation>) {
         match &self.store {
             Store::Shared(shared) if self.unavailable.is_none() => {
@@ -208,20 +208,36 @@ impl ReplyState {
         now: u64,
         interval: Duration,
         topics: &Topics,
-        decide: impl FnOnce(&StateView) -> Decision + Send,
+        decide: impl Fn(&StateView) -> Decision + Send,
     ) -> (Decision, Option<Reservation>) {
         let (key, domain) = self.keys.sender_and_domain(canonical_sender);
+        let known = |seen: &Seen| Known {
+            answered: seen.answered,
+            last_hour: seen.last_hour,
+            domain_last_hour: seen.domain_last_hour,
+            new: topics.hot_matched.iter().filter(|t| !seen.pointed.contains(t)).cloned().collect(),
+        };
+        let failed = || conclude((key, domain), now, interval, topics, Known::default(), true, &decide);
+        // Most decisions suppress (a sender answered within the interval, a cap reached), and a
+        // read without the lock settles those in one round trip: between it and a locked read,
+        // the state moves only toward suppression (replies recorded), but for expiry, purge and
+        // a reply undone, where a suppression is the safe side. Only a reply takes the lock.
+        match shared.peek(key, domain, now, topics.hot_matched.clone()).await {
+            Ok(seen) => {
+                let (decision, r) =
+                    conclude((key, domain), now, interval, topics, known(&seen), false, &decide);
+                if r.is_none() {
+                    return (decision, None);
+                }
+            }
+            Err(_) => return failed(),
+        }
         let look = match shared.look(key, domain, now, topics.hot_matched.clone()).await {
             Ok(look) => look,
-            Err(_) => return conclude((key, domain), now, interval, topics, Known::default(), true, decide),
+            Err(_) => return failed(),
         };
-        let known = Known {
-            answered: look.seen.answered,
-            last_hour: look.seen.last_hour,
-            domain_last_hour: look.seen.domain_last_hour,
-            new: topics.hot_matched.iter().filter(|t| !look.seen.pointed.contains(t)).cloned().collect(),
-        };
-        let (decision, mut r) = conclude((key, domain), now, interval, topics, known, false, decide);
+        let (decision, mut r) =
+            conclude((key, domain), now, interval, topics, known(&look.seen), false, &decide);
         if let Some(r) = &mut r {
             // Random, so that it names no one; should randomness fail, any value undoes the
             // reply's rows all the same, with the sender's key beside it.

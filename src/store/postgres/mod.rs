@@ -171,6 +171,31 @@ impl Shared {
         Ok(client)
     }
 
+    /// What the server knows of the sender, read without the lock, within `[state] timeout`: it
+    /// settles the decisions that suppress (see `ReplyState::decide_shared`) in one round trip.
+    pub async fn peek(&self, key: Key, domain: Key, now: u64, hot: Vec<String>) -> Result<Seen, StoreError> {
+        if self.fingerprint.is_none() {
+            return Err(StoreError("this host's secret is unusable".into()));
+        }
+        let ask = Ask { key, domain, now, hot };
+        // Dropped on a timeout: a read outside a transaction leaves nothing behind.
+        let read = async {
+            let client = self.client().await?;
+            sql::peek(&client, &ask).await.map_err(|e| self.error(e))
+        };
+        match timeout(self.timeout, read).await {
+            Ok(Ok(seen)) => {
+                self.ok();
+                Ok(seen)
+            }
+            Ok(Err(e)) => {
+                self.failed(StoreFailure::Error, &e.0);
+                Err(e)
+            }
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
     /// The first half of the check-and-set for one sender: what the server knows of it, read
     /// under the lock, within `[state] timeout` of now. [`Look::reserve`] ends it.
     pub async fn look(

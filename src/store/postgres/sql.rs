@@ -2,7 +2,7 @@
 
 use super::{Ask, Seen, StoreError};
 use crate::store::Reservation;
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::{GenericClient, Object, Transaction};
 use tokio::sync::oneshot;
 use tokio_postgres::Error;
 
@@ -183,20 +183,26 @@ pub(super) async fn check_and_set(
 async fn look<'a>(client: &'a mut Object, ask: &Ask) -> Result<(Transaction<'a>, Seen), Error> {
     let tx = client.transaction().await?;
     let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
-    let stmt = tx.prepare_cached(SEEN).await?;
+    // Sent together, one wait: the server runs them in order, so the view's snapshot is taken
+    // once the lock is held.
+    let ((), seen) =
+        tokio::try_join!(async { tx.execute(&lock, &[&DECIDE_LOCK]).await.map(drop) }, read_seen(&tx, ask))?;
+    Ok((tx, seen))
+}
+
+/// The view of the sender without the lock and outside a transaction: one round trip.
+pub(super) async fn peek(client: &Object, ask: &Ask) -> Result<Seen, Error> {
+    read_seen(client, ask).await
+}
+
+async fn read_seen(c: &impl GenericClient, ask: &Ask) -> Result<Seen, Error> {
+    let stmt = c.prepare_cached(SEEN).await?;
     let (now, key, domain) = (i64_of(ask.now), &ask.key[..], &ask.domain[..]);
     let hour_ago = now - HOUR;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&key, &now, &hour_ago, &domain, &ask.hot];
-    // Sent together, one wait: the server runs them in order, so the view's snapshot is taken
-    // once the lock is held.
-    let ((), row) = tokio::try_join!(
-        async { tx.execute(&lock, &[&DECIDE_LOCK]).await.map(drop) },
-        tx.query_one(&stmt, &params)
-    )?;
+    let row = c.query_one(&stmt, &params).await?;
     let count = |i: usize| u32::try_from(row.get::<_, i64>(i)).unwrap_or(u32::MAX);
-    let seen =
-        Seen { answered: row.get(0), last_hour: count(1), domain_last_hour: count(2), pointed: row.get(3) };
-    Ok((tx, seen))
+    Ok(Seen { answered: row.get(0), last_hour: count(1), domain_last_hour: count(2), pointed: row.get(3) })
 }
 
 /// Undoes the rows of one reservation.
