@@ -7,7 +7,8 @@
 //!   takes (`pg_advisory_xact_lock`), so that two hosts deciding for one sender, or near a cap,
 //!   at the same moment decide one after the other: the caps are global, and a row lock on the
 //!   sender alone would not serialise two senders near the cap. Decisions are only taken for new
-//!   support requests, a few a minute, so the lock is never contended for long.
+//!   support requests, a few a minute, so the lock is never contended for long; and one that
+//!   suppresses is settled before, by a read without the lock ([`Shared::peek`]).
 //! - The counts are written under another advisory lock, so that two hosts agree on one key per
 //!   week and never both reduce a week; the milter's decisions never wait for them.
 //! - The server keeps the fingerprint of the HMAC secret (`meta`), never the secret: a host with
