@@ -581,6 +581,19 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     files.into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap())).collect()
 }
 
+/// The milter target's seeds, the crashes it found among them (a forged field deleted under the
+/// case it came with: `forged-prefix-other-case.bin`).
+#[test]
+fn seed_corpus_milter() {
+    let seeds = corpus("milter");
+    assert!(seeds.len() >= 3, "the milter seeds are missing");
+    for (name, data) in seeds {
+        let result =
+            std::panic::catch_unwind(|| invariants::check_milter_stream(&invariants::milter_input(&data)));
+        result.unwrap_or_else(|_| panic!("{name}"));
+    }
+}
+
 #[test]
 fn seed_corpus_classify() {
     let mut seen_overflow = false;
