@@ -163,6 +163,11 @@ fn entries(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
     let Ok(reader) = std::fs::read_dir(dir) else { return out };
     for e in reader.flatten() {
         let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
+        // The daemon never makes a link, and opens none but its own files: any other link is
+        // someone else's business (the postinst leaves links and what they point to alone too).
+        if meta.file_type().is_symlink() && !is_daemon_file(&e.file_name()) {
+            continue;
+        }
         if meta.is_dir() {
             out.extend(entries(&e.path()));
         }
@@ -171,10 +176,36 @@ fn entries(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
     out
 }
 
+/// Whether a name in the state directory is one the daemon opens.
+fn is_daemon_file(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name == crate::store::keys::SECRET_FILE
+        || name == "outbox"
+        || name
+            .strip_prefix(crate::store::sqlite::STORE_FILE)
+            .is_some_and(|rest| ["", "-wal", "-shm"].contains(&rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn links_are_looked_at_only_when_the_daemon_opens_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/nonexistent/elsewhere", dir.path().join("link-out")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/secret", dir.path().join("secret")).unwrap();
+        let names: Vec<String> = entries(dir.path())
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["secret"], "only the daemon's own file is checked");
+        // And that one is refused: the daemon could not open it.
+        let problems = state_directory(dir.path());
+        assert!(problems.iter().any(|p| p.contains("secret")), "{problems:?}");
+        assert!(!problems.iter().any(|p| p.contains("link-out")), "{problems:?}");
+    }
 
     #[test]
     fn a_state_directory_that_can_be_used_or_created_passes() {
