@@ -2,10 +2,13 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mail_host.rs"]
+mod mail_host;
 #[path = "support/postfix.rs"]
 mod postfix;
 
 use daemon::Daemon;
+use mail_host::rig_and_daemon;
 use postfix::{PostfixRig, RigOptions, SinkMessage, free_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,25 +47,6 @@ fn wait_replies(rig: &PostfixRig, n: usize, daemon: &Daemon) -> Vec<SinkMessage>
         assert!(t0.elapsed() < Duration::from_secs(30), "{} replies, want {n}\n{}", r.len(), daemon.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A Postfix rig whose milter is a daemon that submits its replies back through the rig's
-/// milter-enabled smtpd: the path a reply takes on the mail host.
-fn rig_and_daemon(extra: &str) -> (PostfixRig, Daemon) {
-    let milter_port = free_port();
-    let rig = PostfixRig::start(RigOptions {
-        milter: Some(format!("inet:127.0.0.1:{milter_port}")),
-        default_action: "tempfail".into(),
-        ..Default::default()
-    });
-    let daemon = Daemon::start_on(
-        milter_port,
-        &format!(
-            "[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1s\"\n{extra}",
-            rig.smtpd_port()
-        ),
-    );
-    (rig, daemon)
 }
 
 #[test]

@@ -5,11 +5,14 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mail_host.rs"]
+mod mail_host;
 #[path = "support/postfix.rs"]
 mod postfix;
 
 use daemon::Daemon;
-use postfix::{PostfixRig, RigOptions, SinkMessage, free_port};
+use mail_host::rig_and_daemon;
+use postfix::{PostfixRig, SinkMessage};
 use std::time::{Duration, Instant};
 
 const HELPDESK: &str = "support@tails.net";
@@ -59,16 +62,7 @@ fn topic_header(rig: &PostfixRig, subject: &str) -> Vec<String> {
 
 #[test]
 fn a_request_about_a_topic_gets_a_reply_that_leads_with_it_in_its_language() {
-    let milter_port = free_port();
-    let rig = PostfixRig::start(RigOptions {
-        milter: Some(format!("inet:127.0.0.1:{milter_port}")),
-        default_action: "tempfail".into(),
-        ..Default::default()
-    });
-    let daemon = Daemon::start_on(
-        milter_port,
-        &format!("[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1s\"", rig.smtpd_port()),
-    );
+    let (rig, daemon) = rig_and_daemon("");
     let send = |from: &str, extra: &str, subject: &str, body: &str| {
         rig.send(Some(from), &[HELPDESK], &request(from, extra, subject, body)).unwrap();
     };
@@ -156,16 +150,7 @@ fn decision(rig: &PostfixRig, subject: &str) -> String {
 /// gets one more reply, which leads with it; the same topic again, or a follow-up, gets none.
 #[test]
 fn a_request_about_another_hot_topic_within_the_interval_gets_exactly_one_more_reply() {
-    let milter_port = free_port();
-    let rig = PostfixRig::start(RigOptions {
-        milter: Some(format!("inet:127.0.0.1:{milter_port}")),
-        default_action: "tempfail".into(),
-        ..Default::default()
-    });
-    let daemon = Daemon::start_on(
-        milter_port,
-        &format!("[autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\nretry_interval = \"1s\"", rig.smtpd_port()),
-    );
+    let (rig, daemon) = rig_and_daemon("");
     let send = |from: &str, extra: &str, subject: &str, body: &str| {
         rig.send(Some(from), &[HELPDESK], &request(from, extra, subject, body)).unwrap();
         decision(&rig, subject)

@@ -9,12 +9,15 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mail_host.rs"]
+mod mail_host;
 #[path = "support/postfix.rs"]
 mod postfix;
 
 use daemon::Daemon;
 use helpdesk_milter::store::sqlite;
-use postfix::{PostfixRig, RigOptions, SinkMessage, free_port};
+use mail_host::rig_and_daemon;
+use postfix::SinkMessage;
 use std::time::{Duration, Instant};
 
 const HELPDESK: &str = "support@tails.net";
@@ -57,20 +60,8 @@ fn tags(daemon: &Daemon) -> Vec<Vec<String>> {
 
 #[test]
 fn a_trusted_members_encrypted_reply_files_the_report_under_its_topic_once() {
-    let milter_port = free_port();
-    let rig = PostfixRig::start(RigOptions {
-        milter: Some(format!("inet:127.0.0.1:{milter_port}")),
-        default_action: "tempfail".into(),
-        ..Default::default()
-    });
-    let daemon = Daemon::start_on(
-        milter_port,
-        &format!(
-            "[helpdesk]\nteam_trust = [\"dkim\"]\ntrusted_authserv_ids = [\"mx.tails.net\"]\n\
-             [autoreply]\nrelay = \"smtp://127.0.0.1:{}\"\n",
-            rig.smtpd_port()
-        ),
-    );
+    let (rig, daemon) =
+        rig_and_daemon("[helpdesk]\nteam_trust = [\"dkim\"]\ntrusted_authserv_ids = [\"mx.tails.net\"]\n");
     // The report: delivered with the Message-ID that replies will name.
     rig.send(Some("devnull@tails.boum.org"), &[HELPDESK], REPORT).unwrap();
     let report = rig.wait_for_messages(1, Duration::from_secs(30));
