@@ -6,6 +6,8 @@
 
 #[path = "support/invariants.rs"]
 mod invariants;
+#[path = "support/milter_stream.rs"]
+mod milter_stream;
 
 use helpdesk_milter::classify::{Class, Signals};
 use helpdesk_milter::policy::{PolicyConfig, StateView};
@@ -225,7 +227,7 @@ proptest! {
 
     #[test]
     fn milter_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
-        invariants::check_milter_stream(&invariants::milter_input(&bytes));
+        milter_stream::check(&milter_stream::input(&bytes));
     }
 
     #[test]
@@ -588,8 +590,7 @@ fn seed_corpus_milter() {
     let seeds = corpus("milter");
     assert!(seeds.len() >= 3, "the milter seeds are missing");
     for (name, data) in seeds {
-        let result =
-            std::panic::catch_unwind(|| invariants::check_milter_stream(&invariants::milter_input(&data)));
+        let result = std::panic::catch_unwind(|| milter_stream::check(&milter_stream::input(&data)));
         result.unwrap_or_else(|_| panic!("{name}"));
     }
 }
@@ -684,13 +685,13 @@ fn milter_stream_reaches_the_end_of_message() {
     cmd(b'B', b"Hello, Tor does not start on my laptop.\r\n");
     cmd(b'E', b"");
     cmd(b'Q', b"");
-    let out = invariants::check_milter_stream(&invariants::milter_input(&input));
+    let out = milter_stream::check(&milter_stream::input(&input));
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("X-HelpDesk-Class\0support"), "{text:?}");
     assert!(out.windows(5).any(|w| w == [0, 0, 0, 1, b'c']), "continue answers: {text:?}");
     for cut in [3, 20, 40, input.len() - 3] {
         let mut damaged = input.clone();
         damaged[cut] ^= 0x5a;
-        invariants::check_milter_stream(&invariants::milter_input(&damaged));
+        milter_stream::check(&milter_stream::input(&damaged));
     }
 }
